@@ -1,0 +1,65 @@
+# qwen-audio-mt: every job a target; `make help` lists them.
+# Setup is idempotent: the venv is rebuilt only when pyproject.toml changes (stamp file).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+DATA_ROOT ?= ../shared/data
+export QWEN_AUDIO_MT_DATA ?= $(DATA_ROOT)
+export HF_HUB_OFFLINE := 1
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup sysdeps test test-fast shards pretrain sft eval sweep bench notebooks clean
+
+help: ## list every target with one line each
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
+
+setup: sysdeps $(STAMP) ## build .venv and install torch, the package and its dependencies (idempotent)
+
+sysdeps: ## apt-get install espeak-ng and sox when missing (needs root)
+	@if command -v espeak-ng >/dev/null && command -v sox >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing espeak-ng sox (apt)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null) \
+	    || echo "warning: apt-get could not install espeak-ng/sox; the speech corpus tasks will be skipped"; \
+	else echo "warning: espeak-ng/sox missing and not root: install them to build the speech tasks"; fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+test: setup ## run the whole test suite (pytest)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the suite without the slow learning checks
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+shards: setup ## build the embedded multitask corpus into shards/embedded
+	@echo "shards: the embedded corpus builder is not built yet (issue 3)"
+
+pretrain: setup ## train the tiny default on the embedded corpus, then evaluate
+	@echo "pretrain: not built yet (issue 5)"
+
+sft: setup ## supervised fine-tuning of the chat variant
+	@echo "sft: not built yet"
+
+eval: setup ## evaluate a checkpoint on the test split
+	@echo "eval: not built yet"
+
+sweep: setup ## Hydra sweep over task mixtures
+	@echo "sweep: not built yet"
+
+bench: setup ## run the benchmarks and print their ratios
+	$(PY) bench/bench_render.py
+
+notebooks: setup ## execute the notebooks
+	@echo "notebooks: not built yet"
+
+clean: ## remove the venv and caches (keeps shards/)
+	rm -rf $(VENV) .pytest_cache *.egg-info

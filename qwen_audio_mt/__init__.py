@@ -1,0 +1,1 @@
+"""qwen-audio-mt."""
