@@ -1,7 +1,7 @@
 """Item and the generator registry of the embedded corpus.
 
-A generator makes one sample of one task: `make(index, rng, split) -> Item`. It must be
-deterministic in (index, rng state, split), return audio at 16 kHz mono float32 in [-1, 1], and
+A generator makes one sample of one task: `make(task, index, rng, split) -> Item`. It must be
+deterministic in (task, index, rng state, split), return audio at 16 kHz mono float32 in [-1, 1], and
 labels exactly consistent with that audio (tests check them against the signal). A generator
 whose external source is missing (espeak-ng, the shared FSDD folder) raises SourceMissing with a
 reason; the corpus builder then skips that task and says why.
@@ -30,13 +30,12 @@ class Item:
     source: str = "embedded"
 
 
-Generator = Callable[[int, np.random.Generator, str], Item]
+Generator = Callable[[str, int, np.random.Generator, str], Item]
 GENERATORS: dict[str, Generator] = {}
 
 
 def generator(*tasks: str):
-    """Register a function as the generator of these tasks (it receives the task via a closure
-    or handles one task only)."""
+    """Register `fn(task, index, rng, split) -> Item` as the generator of these tasks."""
     def wrap(fn: Generator) -> Generator:
         for t in tasks:
             if t in GENERATORS:
