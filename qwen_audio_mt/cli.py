@@ -120,13 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_verbs():
     """Verbs defined beside the code they drive (data building, training...)."""
-    return []
+    from .data import commands as data_commands
+    return [data_commands.register]
 
 
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
+        return args.func(args) or 0
     except CliError as e:
         print(f"qwen-audio-mt: error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ id runs; per sample only free text (question, target text) goes through `encode_
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 from .audio import MAX_AUDIO_POSITIONS, n_audio_positions
@@ -26,15 +27,22 @@ class Rendered(NamedTuple):
 
 class Renderer:
     def __init__(self, tokenizer: Tokenizer | None = None, registry: TaskRegistry | None = None,
-                 pad_to_30s: bool = False):
+                 pad_to_30s: bool = False, label_sets: Mapping[str, Sequence[str]] | None = None):
         self.tok = tokenizer or Tokenizer.from_spec(TokenizerSpec())
         self.registry = registry or load_tasks()
         self.vocab = self.registry.vocab
         self.pad_to_30s = pad_to_30s  # Qwen-Audio pads every clip to 30 s (750 positions)
         self._compiled: dict[tuple, tuple] = {}
+        # A dataset's own closed label set (ESC-50's 50 classes, ...) replaces the registry's
+        # for that task; the registry's sets describe the embedded corpus.
+        self._tasks = {name: replace(task, target=replace(task.target, labels=tuple(label_sets[name])))
+                       for name, task in self.registry.tasks.items() if name in (label_sets or {})}
         t = self.tok
         self._audio = (t.role_id("audio_start"), t.role_id("audio_placeholder"), t.role_id("audio_end"))
         self._choice = t.role_id("choice")
+
+    def task(self, name: str) -> Task:
+        return self._tasks.get(name) or self.registry.get(name)
 
     # ------------------------------------------------------------------ prompt
     def languages(self, task: Task, audio_lang: str | None, text_lang: str | None) -> tuple:
@@ -55,7 +63,7 @@ class Renderer:
     def prompt_pieces(self, task: str | Task, audio_lang=None, text_lang=None, timestamps=False,
                       fields: Mapping | None = None) -> list[str]:
         """The prompt as tags (str) and free text (Text), checked against the grammar."""
-        task = self.registry.get(task) if isinstance(task, str) else task
+        task = self.task(task) if isinstance(task, str) else task
         if timestamps and "timestamps" not in task.placeholders:
             raise TaskError(f"task {task.name}: takes no timestamps choice")
         a, t = self.languages(task, audio_lang, text_lang)
@@ -111,7 +119,7 @@ class Renderer:
         return None
 
     def render(self, sample: Mapping, n_audio: int | None = None) -> Rendered:
-        task = self.registry.get(sample["task"])
+        task = self.task(sample["task"])
         timestamps = bool(sample.get("timestamps", False))
         a, t = self.languages(task, sample.get("audio_lang"), sample.get("text_lang"))
         n = n_audio if n_audio is not None else self.n_audio(sample)

@@ -51,6 +51,7 @@ class Task:
     target: Target
     metric: str
     defaults: dict = field(default_factory=dict)
+    long_audio: str = "reject"      # "window": long clips are cut into windows keeping the labels
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -102,6 +103,10 @@ class TaskRegistry:
             raise TaskError(f"unknown task {name!r}{hint}")
         return self.tasks[name]
 
+    @property
+    def windowable(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tasks.values() if t.long_audio == "window")
+
     def by_domain(self, domain: str) -> list[Task]:
         return [t for t in self.tasks.values() if t.domain == domain]
 
@@ -141,8 +146,12 @@ def _build(raw: dict, vocab: TagVocab) -> Task:
         vocab.language_tag(code)
     pieces = parse_template(raw["prompt"])
     _check_template(pieces, target, vocab)
+    long_audio = raw.get("long_audio", "reject")
+    if long_audio not in ("reject", "window"):
+        raise TaskError(f"long_audio {long_audio!r} is not 'reject' or 'window'")
     return Task(raw["name"], raw["domain"], raw.get("family", raw["name"]),
-                raw.get("description", ""), raw["prompt"], pieces, target, raw["metric"], defaults)
+                raw.get("description", ""), raw["prompt"], pieces, target, raw["metric"], defaults,
+                long_audio)
 
 
 def _labels(raw: dict) -> tuple[str, ...]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,8 +42,12 @@ class TokenizerSpec:
 
     def base_path(self) -> Path:
         if self.base == WHISPER_BASE:
-            import whisper.tokenizer  # the asset ships inside openai-whisper: no download
-            return Path(whisper.tokenizer.__file__).parent / "assets" / "multilingual.tiktoken"
+            # The asset ships inside openai-whisper (no download); found without importing
+            # whisper, which would pull in torch.
+            spec = importlib.util.find_spec("whisper")
+            if spec is None or not spec.submodule_search_locations:
+                raise TokenizerError("base 'whisper' needs openai-whisper installed")
+            return Path(spec.submodule_search_locations[0]) / "assets" / "multilingual.tiktoken"
         return Path(self.base)
 
     def pattern_name(self) -> str:

@@ -23,11 +23,12 @@ class SourceMissing(RuntimeError):
 @dataclass
 class Item:
     task: str
-    audio: np.ndarray                 # float32, mono, 16 kHz, peak <= 1
+    audio: np.ndarray | None          # float32, mono, 16 kHz, peak <= 1 (None: read `path`)
     labels: dict = field(default_factory=dict)  # raw label fields the task's target/prompt need
     audio_lang: str = "unknown"
     text_lang: str | None = None
     source: str = "embedded"
+    path: str | None = None           # a real recording for ingest to decode (e.g. FSDD)
 
 
 Generator = Callable[[str, int, np.random.Generator, str], Item]

@@ -1,0 +1,127 @@
+"""CLI verbs for data: `corpus build`, `shards build`, `shards inspect`.
+
+A build ends with a summary; it exits 1 when the quarantined share of inputs passes
+--max-quarantine (default 5%), 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from .ingest import IngestConfig
+from .shards import ShardConfig
+
+
+def _shard_cfg(args) -> ShardConfig:
+    return ShardConfig(max_samples=args.shard_samples, max_bytes=int(args.shard_mb * (1 << 20)),
+                       workers=args.workers, max_quarantine_fraction=args.max_quarantine,
+                       ingest=IngestConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds))
+
+
+def _report(index: dict, out: Path, limit: float) -> int:
+    secs = sum(s["seconds"] for s in index["shards"])
+    elapsed = index.get("_elapsed_s", 0.0)
+    q = index["quarantine"]
+    print(f"built {out}: {sum(t['samples'] for t in index['tasks'].values())} samples, "
+          f"{len(index['tasks'])} tasks, {len(index['shards'])} shards, {secs / 3600:.2f} h of audio"
+          + (f", {secs / elapsed:,.0f} audio-s/s" if elapsed else ""))
+    for split, s in index["splits"].items():
+        print(f"  {split:<6} {s['samples']:>7} samples  {s['hours']:.3f} h")
+    print(f"  quarantined {q['total']} of {index['inputs']} inputs ({q['fraction']:.1%})"
+          + "".join(f"\n    {r}: {n}" for r, n in q["by_reason"].items()))
+    skipped = index["source"].get("skipped") or {}
+    for task, why in skipped.items():
+        print(f"  skipped {task}: {why}")
+    if q["fraction"] > limit:
+        print(f"error: quarantined fraction {q['fraction']:.1%} is above the limit {limit:.1%} "
+              f"(see {out / 'quarantine.jsonl'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_corpus_build(args) -> int:
+    from .corpus.build import CorpusConfig, build_corpus
+    index = build_corpus(Path(args.out), CorpusConfig(scale=args.scale, seed=args.seed), _shard_cfg(args))
+    return _report(index, Path(args.out), args.max_quarantine)
+
+
+def cmd_shards_build(args) -> int:
+    from ..cli import CliError
+    from .build import build
+    from .convert import ConvertError, formats
+    fmts = formats()
+    if args.format not in fmts:
+        raise CliError(f"unknown format {args.format!r}; known: {', '.join(sorted(fmts))}")
+    src = Path(args.src)
+    if not src.exists():
+        raise CliError(f"source not found: {src}")
+    try:
+        plan = fmts[args.format].plan(src)
+    except ConvertError as e:
+        raise CliError(str(e)) from None
+    index = build(plan.streams, Path(args.out), _shard_cfg(args), plan.source, plan.label_sets)
+    return _report(index, Path(args.out), args.max_quarantine)
+
+
+def inspect(folder: Path) -> dict:
+    path = folder / "index.json"
+    if not path.exists():
+        from ..cli import CliError
+        raise CliError(f"no index.json in {folder}: not a shard folder, or its build did not finish "
+                       "(run the build again to resume it)")
+    index = json.loads(path.read_text())
+    return {"folder": str(folder), "inputs": index["inputs"], "shards": len(index["shards"]),
+            "hours": round(sum(t["hours"] for t in index["tasks"].values()), 4),
+            "tasks": {name: {"samples": t["samples"], "hours": t["hours"], "splits": t["splits"],
+                             "duration": t.get("duration")} for name, t in index["tasks"].items()},
+            "quarantine": index["quarantine"]}
+
+
+def cmd_shards_inspect(args) -> int:
+    info = inspect(Path(args.dir))
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['folder']}: {info['shards']} shards, {info['hours']:.3f} h, {len(info['tasks'])} tasks")
+    print(f"  {'task':<26}{'samples':>8}{'train':>7}{'valid':>7}{'test':>7}{'hours':>9}  duration min/median/max s")
+    for name, t in info["tasks"].items():
+        d, sp = t["duration"] or {}, t["splits"]
+        print(f"  {name:<26}{t['samples']:>8}{sp.get('train', 0):>7}{sp.get('valid', 0):>7}"
+              f"{sp.get('test', 0):>7}{t['hours']:>9.4f}  "
+              f"{d.get('min', 0):.2f}/{d.get('median', 0):.2f}/{d.get('max', 0):.2f}")
+    q = info["quarantine"]
+    print(f"  quarantined: {q['total']}" + "".join(f", {r} {n}" for r, n in q["by_reason"].items()))
+    return 0
+
+
+def _build_args(p) -> None:
+    p.add_argument("--out", required=True, help="shard folder to build or resume")
+    p.add_argument("--shard-samples", type=int, default=1000, help="samples per shard")
+    p.add_argument("--shard-mb", type=float, default=256, help="MiB per shard")
+    p.add_argument("--workers", type=int, default=ShardConfig().workers)
+    p.add_argument("--max-quarantine", type=float, default=0.05, help="fail above this share of bad inputs")
+    p.add_argument("--min-seconds", type=float, default=0.1)
+    p.add_argument("--max-seconds", type=float, default=30.0)
+
+
+def register(sub) -> None:
+    corpus = sub.add_parser("corpus", help="the embedded multitask corpus").add_subparsers(
+        dest="corpus_verb", required=True)
+    p = corpus.add_parser("build", help="generate the embedded corpus into shards")
+    _build_args(p)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the items per task and split")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_corpus_build)
+    shards = sub.add_parser("shards", help="convert datasets to shards, inspect shard folders").add_subparsers(
+        dest="shards_verb", required=True)
+    p = shards.add_parser("build", help="convert a dataset folder into shards")
+    p.add_argument("--format", required=True)
+    p.add_argument("--src", required=True)
+    _build_args(p)
+    p.set_defaults(func=cmd_shards_build)
+    p = shards.add_parser("inspect", help="per-task counts, hours, durations, quarantine")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_shards_inspect)
