@@ -49,7 +49,10 @@ class Renderer:
         """Resolve the task's language placeholders (None where the template fixes them)."""
         a = t = None
         if "audio_lang" in task.placeholders:
-            a = audio_lang or task.defaults.get("audio_lang")
+            default = task.defaults.get("audio_lang")
+            # A task's default (AQA's <|en|>, as Qwen-Audio's prompt has it) wins over a sample
+            # that only says "unknown" (non-speech audio).
+            a = default if default and audio_lang in (None, "unknown") else audio_lang
             if not a:
                 raise TaskError(f"task {task.name}: needs an audio language")
             self.vocab.language_tag(a)

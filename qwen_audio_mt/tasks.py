@@ -52,6 +52,7 @@ class Task:
     metric: str
     defaults: dict = field(default_factory=dict)
     long_audio: str = "reject"      # "window": long clips are cut into windows keeping the labels
+    speed_perturbation: bool = True  # False where labels depend on pitch/tempo
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -151,7 +152,7 @@ def _build(raw: dict, vocab: TagVocab) -> Task:
         raise TaskError(f"long_audio {long_audio!r} is not 'reject' or 'window'")
     return Task(raw["name"], raw["domain"], raw.get("family", raw["name"]),
                 raw.get("description", ""), raw["prompt"], pieces, target, raw["metric"], defaults,
-                long_audio)
+                long_audio, bool(raw.get("speed_perturbation", True)))
 
 
 def _labels(raw: dict) -> tuple[str, ...]:

@@ -35,3 +35,31 @@ def renderer(whisper_tok) -> Renderer:
 @pytest.fixture(scope="session")
 def qwen_renderer(qwen_tok) -> Renderer:
     return Renderer(qwen_tok)
+
+
+def fsdd_manifest_lines(limit: int = 600) -> list[str]:
+    """Manifest lines for FSDD digits and speakers; recording index < 5 is the test split."""
+    import json
+    lines = []
+    for path in sorted(need_data("fsdd").glob("*.wav"))[:limit]:
+        digit, speaker, idx = path.stem.split("_")
+        split = "test" if int(idx) < 5 else "train"
+        lines.append(json.dumps({"audio": str(path), "task": "digit_recognition", "audio_lang": "en",
+                                 "text_itn": digit, "split": split}))
+        if int(idx) % 4 == 0:  # fewer speaker items: an uneven mixture to sample from
+            lines.append(json.dumps({"audio": str(path), "task": "fsdd_speaker", "audio_lang": "en",
+                                     "speaker": speaker, "split": split, "key": f"{path.stem}_spk"}))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def fsdd_shards(tmp_path_factory):
+    """A small real-speech shard folder (2 tasks, train + test, several shards per task)."""
+    from qwen_audio_mt.data.build import build
+    from qwen_audio_mt.data.convert import manifest
+    from qwen_audio_mt.data.shards import ShardConfig
+    root = tmp_path_factory.mktemp("fsdd_shards")
+    (root / "m.jsonl").write_text("\n".join(fsdd_manifest_lines()) + "\n")
+    plan = manifest.plan(root / "m.jsonl")
+    build(plan.streams, root / "shards", ShardConfig(workers=2, max_samples=100), plan.source, progress=False)
+    return root / "shards"

@@ -177,3 +177,9 @@ def test_fast_path_equals_naive_encoding(qwen_renderer, sample):
     ids, mask = qwen_renderer.render(sample)
     text = tok.decode(ids)
     assert tok.encoding.encode(text, allowed_special="all") == ids
+
+
+def test_task_default_language_wins_over_unknown(renderer):
+    ids, _ = renderer.render({"task": "sound_aqa", "audio_lang": "unknown", "question": "Is it loud?",
+                              "answer": "yes"})
+    assert "<|startofanalysis|><|en|><|question|>Is it loud?<|answer|>" in renderer.tok.decode(ids)

@@ -1,0 +1,111 @@
+"""Featurised examples -> duration-bucketed, padded batches.
+
+Bucketing: examples gather in a pool (`bucket_pool`), are sorted by length and cut greedily into
+batches whose padded cost stays under both limits — batch size x longest clip <=
+`max_audio_seconds_per_batch` and batch size x longest id sequence <= `max_tokens_per_batch` —
+then the pool's batches go out in random order. The tail of a pool (a partial batch) carries
+over into the next pool, so batches stay full. With `pad_to_30s` every clip costs 30 s, which
+is Qwen-Audio's fixed-size batching.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..audio import CHUNK_SECONDS
+
+IGNORE = -100  # label of positions without loss (PyTorch cross-entropy's ignore_index)
+
+
+@dataclass
+class Example:
+    key: str
+    task: str
+    task_index: int
+    mel: torch.Tensor        # [n_mels, frames]
+    frames: int              # mel frames of the real audio (< mel frames with 30-s padding)
+    ids: list[int]
+    loss_mask: list[int]
+    audio_start: int         # index of the first placeholder in ids
+    n_audio: int             # placeholders (LLM audio positions)
+    seconds: float           # cost for bucketing (30 with pad_to_30s)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_audio_seconds: float = 240.0   # per batch, padded: batch size x longest clip
+    max_tokens: int = 16384            # per batch, padded: batch size x longest sequence
+    max_batch_size: int = 64
+    pool: int = 256                    # examples sorted together; larger -> tighter buckets
+
+
+def _fits(batch: list[Example], ex: Example, lim: BatchLimits) -> bool:
+    n = len(batch) + 1
+    longest = max([ex.seconds] + [b.seconds for b in batch])
+    tokens = max([len(ex.ids)] + [len(b.ids) for b in batch])
+    return n <= lim.max_batch_size and n * longest <= lim.max_audio_seconds and n * tokens <= lim.max_tokens
+
+
+def bucket(examples: Iterator[Example], lim: BatchLimits, rng: np.random.Generator | None,
+           pad_to_30s: bool = False) -> Iterator[list[Example]]:
+    """Yield lists of examples; rng None keeps sorted order (evaluation)."""
+    carry: list[Example] = []
+    done = False
+    while not done:
+        pool = carry
+        for ex in examples:
+            if pad_to_30s:
+                ex.seconds = float(CHUNK_SECONDS)
+            pool.append(ex)
+            if len(pool) >= lim.pool:
+                break
+        else:
+            done = True
+        pool.sort(key=lambda e: (e.seconds, len(e.ids)))
+        batches, cur = [], []
+        for ex in pool:
+            if cur and not _fits(cur, ex, lim):
+                batches.append(cur)
+                cur = []
+            cur.append(ex)
+        carry = [] if done else cur
+        if done and cur:
+            batches.append(cur)
+        if rng is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        yield from batches
+
+
+def collate(batch: list[Example], pad_id: int) -> dict:
+    n_mels = batch[0].mel.shape[0]
+    frames = max(e.mel.shape[1] for e in batch)
+    length = max(len(e.ids) for e in batch)
+    out = {
+        "mel": torch.zeros(len(batch), n_mels, frames),
+        "mel_lengths": torch.tensor([e.mel.shape[1] for e in batch]),
+        "audio_frames": torch.tensor([e.frames for e in batch]),
+        "input_ids": torch.full((len(batch), length), pad_id, dtype=torch.long),
+        "labels": torch.full((len(batch), length), IGNORE, dtype=torch.long),
+        "attention_mask": torch.zeros(len(batch), length, dtype=torch.long),
+        "audio_spans": torch.tensor([[e.audio_start, e.n_audio] for e in batch], dtype=torch.long),
+        "task_index": torch.tensor([e.task_index for e in batch]),
+        "keys": [e.key for e in batch],
+        "tasks": [e.task for e in batch],
+    }
+    for i, e in enumerate(batch):
+        out["mel"][i, :, : e.mel.shape[1]] = e.mel
+        ids = torch.tensor(e.ids)
+        out["input_ids"][i, : len(ids)] = ids
+        out["labels"][i, : len(ids)] = torch.where(torch.tensor(e.loss_mask, dtype=torch.bool), ids, IGNORE)
+        out["attention_mask"][i, : len(ids)] = 1
+    return out
+
+
+def frame_efficiency(batches: list[dict]) -> float:
+    """Real / computed mel frames over batches (the encoder's frames follow the same ratio)."""
+    real = sum(int(b["audio_frames"].sum()) for b in batches)
+    computed = sum(b["mel"].shape[0] * b["mel"].shape[2] for b in batches)
+    return real / computed if computed else 0.0

@@ -1,0 +1,169 @@
+"""Train and eval streams: mixture components -> featurised, bucketed, collated batches.
+
+Everything costly runs in DataLoader workers: shard reading, FLAC decoding, augmentation
+(train only), Whisper log-mel, tag rendering, bucketing and collation. The datasets yield whole
+batches (DataLoader batch_size=None).
+
+Epoch length is fixed in batches per rank (`batches_per_epoch`, shared out among workers), so
+every DDP rank takes the same number of steps whatever its shards: no hang, no crash.
+Randomness: worker seeds come from SeedSequence([seed, resumes, iteration, rank, worker]);
+`resumes` grows on every checkpoint restore, so a resumed run continues with fresh randomness
+and does not replay the samples it started with. Exact replay of a stream is not supported
+(it would need every shuffle buffer's contents in the checkpoint).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import whisper
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..audio import MAX_AUDIO_POSITIONS, N_SAMPLES, n_encoder_frames, n_mel_frames, n_pooled_positions
+from ..render import Renderer
+from ..targets import TargetError
+from ..tasks import TaskError
+from ..tokenizer import Tokenizer, TokenizerSpec
+from .augment import AugmentConfig, Augmenter
+from .collate import BatchLimits, Example, bucket, collate
+from .mixture import Component
+from .stream import SkipCounter, eval_samples, train_samples
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    n_mels: int = 80                  # 80 (Whisper <= large-v2, Qwen-Audio) or 128 (large-v3)
+    pad_to_30s: bool = False          # Qwen-Audio's behaviour: every clip padded to 30 s
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    batches_per_epoch: int = 500      # per rank
+    num_workers: int = 2
+    shuffle_buffer: int = 64          # per component, raw bytes; memory ~ components x this
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+
+
+@dataclass
+class StreamState:
+    """What the loader saves in checkpoints."""
+    seed: int = 0
+    resumes: int = 0
+    iteration: int = 0               # times a train stream was started (one per epoch)
+    seen: dict = field(default_factory=dict)      # task -> samples delivered to training
+    skipped: dict = field(default_factory=dict)   # reason -> samples skipped
+
+
+def reader_info(rank: int, world: int) -> tuple[int, int, int, int]:
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    return worker, workers, rank * workers + worker, world * workers
+
+
+class Featurizer:
+    """Decoded sample -> Example: augmentation (train), log-mel, rendered ids."""
+
+    def __init__(self, cfg: LoaderConfig, label_sets: dict, train: bool):
+        self.cfg, self.train = cfg, train
+        self.renderer = Renderer(Tokenizer.from_spec(cfg.tokenizer), pad_to_30s=cfg.pad_to_30s,
+                                 label_sets=label_sets)
+        self.augmenter = Augmenter(cfg.augment, self.renderer.registry) if train else None
+        self.audio_start = self.renderer.tok.role_id("audio_start")
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> Example:
+        if self.augmenter is not None:
+            sample = self.augmenter.wave(sample, rng)
+        audio = torch.from_numpy(np.ascontiguousarray(sample["audio"]))
+        frames = n_mel_frames(len(audio))
+        if self.cfg.pad_to_30s:
+            audio = whisper.pad_or_trim(audio, N_SAMPLES)
+        mel = whisper.log_mel_spectrogram(audio, self.cfg.n_mels)
+        if self.augmenter is not None:
+            mel = self.augmenter.spec(mel, rng)
+        n_audio = MAX_AUDIO_POSITIONS if self.cfg.pad_to_30s else n_pooled_positions(n_encoder_frames(mel.shape[1]))
+        ids, mask = self.renderer.render(sample, n_audio=n_audio)
+        return Example(str(sample.get("key")), sample["task"], self.renderer.registry.index[sample["task"]],
+                       mel, frames, ids, mask, ids.index(self.audio_start) + 1, n_audio, float(sample["duration"]))
+
+
+def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCounter) -> Iterator[Example]:
+    for s in samples:
+        try:
+            yield feat(s, rng)
+        except (TargetError, TaskError, KeyError, ValueError) as e:  # shards older than the registry
+            skipped.skip("bad_label", f"{s.get('key')}: {e}")
+
+
+class TrainStream(IterableDataset):
+    def __init__(self, comps: list[Component], probs: np.ndarray, cfg: LoaderConfig, label_sets: dict,
+                 state: StreamState, rank: int = 0, world: int = 1):
+        self.comps, self.probs, self.cfg, self.label_sets = comps, probs, cfg, label_sets
+        self.state, self.rank, self.world = state, rank, world
+
+    def __len__(self) -> int:
+        return self.cfg.batches_per_epoch
+
+    def seeds(self, worker: int) -> np.random.SeedSequence:
+        s = self.state
+        return np.random.SeedSequence([s.seed, s.resumes, s.iteration, self.rank, worker])
+
+    def __iter__(self) -> Iterator[dict]:
+        torch.set_num_threads(1)
+        worker, workers, reader, readers = reader_info(self.rank, self.world)
+        seq = self.seeds(worker)
+        rng = np.random.default_rng(seq)
+        comp_seeds = [int(x) for x in seq.generate_state(len(self.comps))]
+        skipped = SkipCounter()
+        streams: dict[int, Iterator[dict]] = {}
+
+        def mixed() -> Iterator[dict]:
+            while True:
+                i = int(rng.choice(len(self.comps), p=self.probs))
+                if i not in streams:
+                    streams[i] = train_samples(self.comps[i], comp_seeds[i], reader, readers,
+                                               self.cfg.shuffle_buffer, skipped)
+                yield next(streams[i])
+
+        feat = Featurizer(self.cfg, self.label_sets, train=True)
+        n = self.cfg.batches_per_epoch // workers + (worker < self.cfg.batches_per_epoch % workers)
+        batches = bucket(_examples(mixed(), feat, rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
+        reported = SkipCounter()
+        for _, batch in zip(range(n), batches):
+            out = collate(batch, feat.renderer.tok.end_id)
+            out["skipped"] = dict(skipped - reported)  # new skips since the last batch
+            reported.update(out["skipped"])
+            yield out
+
+
+class EvalStream(IterableDataset):
+    """Every sample of the split once (across ranks and workers), in order, unaugmented."""
+
+    def __init__(self, comps: list[Component], cfg: LoaderConfig, label_sets: dict, rank: int = 0, world: int = 1):
+        self.comps, self.cfg, self.label_sets, self.rank, self.world = comps, cfg, label_sets, rank, world
+
+    def __iter__(self) -> Iterator[dict]:
+        torch.set_num_threads(1)
+        _, _, reader, readers = reader_info(self.rank, self.world)
+        feat = Featurizer(self.cfg, self.label_sets, train=False)
+        skipped = SkipCounter()
+        for comp in self.comps:
+            examples = _examples(eval_samples(comp, reader, readers, skipped), feat, None, skipped)
+            for batch in bucket(examples, self.cfg.limits, None, self.cfg.pad_to_30s):
+                yield {**collate(batch, feat.renderer.tok.end_id), "skipped": {}}
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader that tells its train stream each time it starts (fresh seeds per epoch).
+    Workers are not persistent, so each start pickles the current state into them."""
+
+    def __iter__(self):
+        if isinstance(self.dataset, TrainStream):
+            self.dataset.state.iteration += 1
+        return super().__iter__()
+
+
+def make_loader(dataset: IterableDataset, cfg: LoaderConfig) -> StreamLoader:
+    return StreamLoader(dataset, batch_size=None, num_workers=cfg.num_workers, persistent_workers=False,
+                        prefetch_factor=4 if cfg.num_workers else None,
+                        multiprocessing_context="fork" if cfg.num_workers else None)

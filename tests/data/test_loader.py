@@ -1,0 +1,150 @@
+"""The streaming mixture loader: mixture statistics, batches, bucketing, resume, corruption."""
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import whisper
+
+from qwen_audio_mt.data.augment import AugmentConfig
+from qwen_audio_mt.data.collate import IGNORE, BatchLimits, frame_efficiency
+from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig, mixture_z_scores
+from qwen_audio_mt.data.loader import LoaderConfig
+from qwen_audio_mt.data.mixture import MixtureConfig, MixtureError, SourceConfig, components, probabilities
+from qwen_audio_mt.data.shards import iter_shard
+
+
+def module(shards, **loader):
+    loader = {"num_workers": 0, "batches_per_epoch": 4, **loader}
+    return AudioDataModule(DataConfig(MixtureConfig((SourceConfig(str(shards)),)), LoaderConfig(**loader),
+                                      valid_split="test"))
+
+
+def drain(dm, loader):
+    out = []
+    for batch in loader:
+        dm.observe(batch)
+        out.append(batch)
+    return out
+
+
+def test_temperature_probabilities(fsdd_shards):
+    comps = components(MixtureConfig((SourceConfig(str(fsdd_shards)),)), "train")
+    counts = {c.task: c.samples for c in comps}
+    assert counts == {"digit_recognition": 540, "fsdd_speaker": 132}
+    for temperature in (1.0, 2.0, 5.0):
+        p = probabilities(comps, MixtureConfig(temperature=temperature))
+        expected = np.array([540, 132]) ** (1 / temperature)
+        assert p == pytest.approx(expected / expected.sum())
+    capped = probabilities(comps, MixtureConfig(temperature=1.0, cap=132))
+    assert capped == pytest.approx([0.5, 0.5])
+    assert probabilities(comps, MixtureConfig(task_weights={"fsdd_speaker": 0}))[1] == 0
+
+
+def test_mixed_weights_are_rejected(fsdd_shards):
+    cfg = MixtureConfig((SourceConfig(str(fsdd_shards), weight=1.0), SourceConfig(str(fsdd_shards), name="b")))
+    with pytest.raises(MixtureError, match="either every source has a weight or none"):
+        probabilities(components(cfg, "train"), cfg)
+    with pytest.raises(MixtureError, match="cannot read .*index.json"):
+        components(MixtureConfig((SourceConfig("/nonexistent/shards"),)), "train")
+
+
+def test_realised_mixture_within_3_sigma_over_10000_samples(fsdd_shards):
+    dm = module(fsdd_shards, batches_per_epoch=10_000, limits=BatchLimits(max_batch_size=100, pool=400),
+                shuffle_buffer=16)
+    n = 0
+    for batch in dm.train_dataloader():
+        dm.observe(batch)
+        n += len(batch["tasks"])
+        if n >= 10_000:
+            break
+    target = dm.target_mixture()
+    assert target["digit_recognition"] == pytest.approx(np.sqrt(540) / (np.sqrt(540) + np.sqrt(132)))
+    z = mixture_z_scores(dm.state.seen, target)
+    assert all(abs(v) <= 3 for v in z.values()), (dm.state.seen, target, z)
+
+
+def test_batch_contents(fsdd_shards):
+    dm = module(fsdd_shards, limits=BatchLimits(max_audio_seconds=20, max_tokens=2000, pool=128))
+    batches = drain(dm, dm.train_dataloader())
+    assert len(batches) == 4
+    for b in batches:
+        B, L = b["input_ids"].shape
+        assert b["mel"].shape[:2] == (B, 80) and b["mel"].shape[2] == int(b["mel_lengths"].max())
+        assert B * L <= 2000
+        assert B * (b["mel_lengths"].max().item() * 160 / 16000) <= 20 + 0.02
+        for i in range(B):
+            start, n = b["audio_spans"][i].tolist()
+            ids = b["input_ids"][i]
+            assert ids[start - 1] != ids[start] and (ids[start:start + n] == ids[start]).all()
+            assert (b["labels"][i][: start + n + 1] == IGNORE).all()  # no loss on audio or prompt
+            target = b["labels"][i][b["labels"][i] != IGNORE]
+            assert len(target) >= 2  # the label and the end token
+        assert set(b["tasks"]) <= {"digit_recognition", "fsdd_speaker"}
+    assert sum(dm.state.seen.values()) == sum(len(b["tasks"]) for b in batches)
+
+
+def test_bucketing_beats_30s_padding(fsdd_shards):
+    dyn = drain(*(lambda d: (d, d.train_dataloader()))(module(fsdd_shards, limits=BatchLimits(pool=512))))
+    pad = drain(*(lambda d: (d, d.train_dataloader()))(module(fsdd_shards, pad_to_30s=True)))
+    assert frame_efficiency(dyn) >= 0.85
+    assert all(b["mel"].shape[2] == 3000 for b in pad)
+    assert all((b["audio_spans"][:, 1] == 750).all() for b in pad)
+    assert frame_efficiency(pad) < 0.05  # sub-second digits in 30-s windows
+
+
+def test_eval_reads_every_sample_once_unaugmented(fsdd_shards):
+    dm = module(fsdd_shards, augment=AugmentConfig(spec_augment=True, noise=True, noise_prob=1.0))
+    batches = list(dm.val_dataloader())
+    keys = [k for b in batches for k in b["keys"]]
+    assert len(keys) == len(set(keys)) == 60 + 24
+    raw = {key: meta for shard in sorted(fsdd_shards.glob("test-*.tar")) for key, flac, meta in iter_shard(shard)
+           for meta in [dict(meta, audio=sf.read(io.BytesIO(flac), dtype="float32")[0])]}
+    b = batches[0]
+    for i, key in enumerate(b["keys"][:5]):
+        ref = whisper.log_mel_spectrogram(torch.from_numpy(raw[key]["audio"]))
+        assert torch.allclose(b["mel"][i, :, : ref.shape[1]], ref)
+
+
+def test_train_augmentation_changes_the_features(fsdd_shards):
+    plain = module(fsdd_shards, batches_per_epoch=1)
+    aug = module(fsdd_shards, batches_per_epoch=1, augment=AugmentConfig(spec_augment=True))
+    a, b = next(iter(plain.train_dataloader())), next(iter(aug.train_dataloader()))
+    assert a["keys"] == b["keys"]  # same seeds, same samples
+    assert not torch.equal(a["mel"], b["mel"])
+
+
+def test_resume_continues_with_fresh_samples(fsdd_shards):
+    dm = module(fsdd_shards, batches_per_epoch=2)
+    first = [k for b in drain(dm, dm.train_dataloader()) for k in b["keys"]]
+    state = dm.state_dict()
+    same = module(fsdd_shards, batches_per_epoch=2)
+    assert [k for b in drain(same, same.train_dataloader()) for k in b["keys"]] == first  # deterministic
+    resumed = module(fsdd_shards, batches_per_epoch=2)
+    resumed.load_state_dict(state)
+    assert resumed.state.seen == dm.state.seen and resumed.state.resumes == 1
+    after = [k for b in drain(resumed, resumed.train_dataloader()) for k in b["keys"]]
+    assert after[:20] != first[:20]
+    assert sum(resumed.state.seen.values()) == 2 * sum(dm.state.seen.values())
+
+
+def test_corrupt_members_are_skipped_and_counted(fsdd_shards, tmp_path):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(fsdd_shards, bad)
+    shard = sorted(bad.glob("train-fsdd_speaker-*.tar"))[0]
+    members = [(m, tarfile.open(shard).extractfile(m).read()) for m in tarfile.open(shard) if m.isfile()]
+    with tarfile.open(shard, "w") as tar:
+        for i, (m, data) in enumerate(members):
+            if i in (0, 5):           # two samples' audio replaced by garbage bytes
+                data = b"not a flac file at all"
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    (bad / "train-digit_recognition-00000.tar").write_bytes(b"\x00garbage, not a tar" * 100)
+    dm = module(bad, batches_per_epoch=30, limits=BatchLimits(max_batch_size=32, pool=64))
+    batches = drain(dm, dm.train_dataloader())
+    assert len(batches) == 30
+    assert dm.state.skipped.get("undecodable_sample", 0) >= 1
+    assert dm.state.skipped.get("corrupt_tar", 0) >= 1
