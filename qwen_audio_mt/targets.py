@@ -70,11 +70,13 @@ def srwt_times(words, min_silence: float) -> tuple[list[float], list[str | None]
 
 def _words(t: Target, sample, tok: Tokenizer, task: str) -> list[int]:
     words = [_triple(w) for w in _field(sample, t.field, task)]
+    if not words:
+        raise TargetError(f"task {task}: sample has no words")
     prev = 0.0
-    for word, start, end in words:
+    for word, start, end in words:  # words may touch but not overlap: times must not go back
         if start is None or end is None or not (prev - 1e-6 <= start <= end):
             raise TargetError(f"task {task}: word {word!r} has times {start}..{end} out of order")
-        prev = start
+        prev = end
     times, segs = srwt_times(words, tok.vocab.timestamps.min_silence_s)
     sil = tok.role_id("silence")
     ids = [tok.time_id(times[0])]

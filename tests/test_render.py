@@ -183,3 +183,12 @@ def test_task_default_language_wins_over_unknown(renderer):
     ids, _ = renderer.render({"task": "sound_aqa", "audio_lang": "unknown", "question": "Is it loud?",
                               "answer": "yes"})
     assert "<|startofanalysis|><|en|><|question|>Is it loud?<|answer|>" in renderer.tok.decode(ids)
+
+
+@pytest.mark.parametrize("words, message", [
+    ([], "sample has no words"),
+    ([["a", 0.5, 0.9], ["b", 0.6, 0.7]], "word 'b' has times 0.6..0.7 out of order"),  # overlap
+])
+def test_empty_or_overlapping_words_are_rejected(renderer, words, message):
+    with pytest.raises(TargetError, match=message):
+        renderer.render({"task": "word_timestamps", "audio_lang": "en", "words": words})

@@ -34,7 +34,7 @@ class AudioDataModule(L.LightningDataModule):
         self.label_sets: dict = {}
 
     def _ranks(self) -> tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def setup(self, stage: str | None = None) -> None:
@@ -70,7 +70,7 @@ class AudioDataModule(L.LightningDataModule):
         return self._eval(self.cfg.test_split)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer
         if trainer is None or trainer.training:
             self.observe(batch)
         return batch
