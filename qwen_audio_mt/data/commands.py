@@ -44,7 +44,7 @@ def _report(index: dict, out: Path, limit: float) -> int:
 def cmd_corpus_build(args) -> int:
     from .corpus.build import CorpusConfig, build_corpus
     index = build_corpus(Path(args.out), CorpusConfig(scale=args.scale, seed=args.seed), _shard_cfg(args))
-    return _report(index, Path(args.out), args.max_quarantine)
+    return _report(index, Path(args.out), _shard_cfg(args).max_quarantine_fraction)
 
 
 def cmd_shards_build(args) -> int:
@@ -62,7 +62,7 @@ def cmd_shards_build(args) -> int:
     except ConvertError as e:
         raise CliError(str(e)) from None
     index = build(plan.streams, Path(args.out), _shard_cfg(args), plan.source, plan.label_sets)
-    return _report(index, Path(args.out), args.max_quarantine)
+    return _report(index, Path(args.out), _shard_cfg(args).max_quarantine_fraction)
 
 
 def inspect(folder: Path) -> dict:

@@ -141,8 +141,26 @@ def _times(labels: Mapping) -> list[tuple[str, float, float]]:
     return out
 
 
+def _bad_text(value, path: str = "") -> str | None:
+    """The first label string (at any depth) that is not valid UTF-8, e.g. undecodable bytes
+    carried as surrogates from a file read with surrogateescape."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "label"
+    elif isinstance(value, Mapping):
+        return next((b for k, v in value.items() if (b := _bad_text(v, f"{path}.{k}".strip(".")))), None)
+    elif isinstance(value, (list, tuple)):
+        return next((b for i, v in enumerate(value) if (b := _bad_text(v, f"{path}[{i}]"))), None)
+    return None
+
+
 def check_labels(meta: dict, renderer: Renderer) -> None:
-    """Task, languages, closed label sets (by rendering) and times inside the clip."""
+    """Text encoding, task, languages, closed label sets (by rendering), times inside the clip."""
+    bad = _bad_text(meta)
+    if bad:
+        raise Reject("bad_text_encoding", f"{bad} is not valid UTF-8")
     for name, start, end in _times(meta):
         if not (0 <= start <= end <= meta["duration"] + 0.01):
             raise Reject("time_out_of_range",

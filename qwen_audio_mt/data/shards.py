@@ -68,7 +68,8 @@ def shard_name(prefix: str, n: int) -> str:
 
 def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    # ASCII with escapes: quarantine details may quote undecodable file names
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=True, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 

@@ -125,3 +125,11 @@ def test_too_short_and_key_sanitising():
     assert sanitize_key("/abs/path.with.dots") == "abs_path_with_dots"
     with pytest.raises(Reject):
         sanitize_key("...")
+
+
+def test_undecodable_text_at_any_depth_is_quarantined():
+    bad = "caf" + b"\xe9".decode("utf-8", errors="surrogateescape")
+    item = RawItem("nested", "overlapped_asr", "train", {"texts": ["fine", bad]}, "t", audio=tone(1.0), sr=SR,
+                   audio_lang="en")
+    out = ingest(item, Renderer())
+    assert out.reason == "bad_text_encoding" and "texts[1]" in out.detail

@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..ingest import RawItem
 from ..shards import Job, Stream
@@ -22,10 +23,11 @@ def read_rows(path: Path, delimiter: str = ",", required: Iterable[str] = ()) ->
     fails in its own job, not the whole plan."""
     if not path.is_file():
         raise ConvertError(f"missing {path}")
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    rows = list(csv.DictReader(io.StringIO(text), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL
-                               if delimiter == "," else csv.QUOTE_NONE))
-    missing = [c for c in required if rows and c not in rows[0]]
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")  # -sig: Excel's BOM
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter,
+                            quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
+    rows = list(reader)
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
         raise ConvertError(f"{path}: missing column(s) {', '.join(missing)}")
     return rows
@@ -38,6 +40,15 @@ def strict_text(value: str, what: str) -> str:
     except UnicodeEncodeError:
         raise UnicodeError(f"{what} is not valid UTF-8") from None
     return value
+
+
+def is_utf8(value: str) -> bool:
+    """False for text holding undecodable bytes (read with surrogateescape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def make_raw(key: str, task: str, split: str, labels: dict, source: str, path: str,
@@ -55,3 +66,48 @@ def group(jobs: Iterable[tuple[str, str, Job]]) -> list[Stream]:
     for split, task, job in jobs:
         streams.setdefault((split, task), Stream(split, task, [])).jobs.append(job)
     return list(streams.values())
+
+
+# ---------------------------------------------------------------- helpers added for the dataset converters
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def file_key(name: str) -> str:
+    """A tar-safe, unique key from a file name (or relative path) without its extension: unsafe
+    characters become `_`, and a name that had any gets a short hash of the original, so that
+    `a b.wav` and `a_b.wav` stay distinct."""
+    path = PurePosixPath(str(name).replace("\\", "/"))
+    stem = str(path.with_suffix("")) if path.name else str(name)
+    clean = _KEY_UNSAFE.sub("_", stem).strip("_")
+    if clean == stem:
+        return clean
+    return f"{clean}-{hashlib.sha1(stem.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def make_raw_any(paths: tuple, key: str, task: str, split: str, labels: dict, source: str,
+                 audio_lang: str = "unknown", text_lang: str | None = None) -> RawItem:
+    """make_raw with the first existing of several candidate audio paths (the first when none
+    exists, so missing_file names the documented layout). Unlike make_raw it also checks the
+    strings inside list labels (a clip's several captions) and the paths: a non-UTF-8 name would
+    otherwise reach the JSON of the build's records in a quarantine detail."""
+    for name, value in labels.items():
+        for item in value if isinstance(value, list) else ():
+            if isinstance(item, str):
+                strict_text(item, f"{name} of {key}")
+    for p in paths:
+        strict_text(str(p), f"audio path of {key}")
+    path = next((p for p in paths if Path(p).is_file()), paths[0])
+    return make_raw(key, task, split, labels, source, str(path), audio_lang, text_lang)
+
+
+class BadRow(ValueError):
+    """A metadata row that cannot become an item; `reason` is its quarantine code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def bad_row(reason: str, detail: str) -> RawItem:
+    """A job function for a row found unusable at plan time: its job is quarantined with `reason`."""
+    raise BadRow(reason, detail.encode("utf-8", "backslashreplace").decode("utf-8"))
