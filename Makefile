@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 DATA_ROOT ?= ../shared/data
-export QWEN_AUDIO_MT_DATA ?= $(DATA_ROOT)
+export QWEN_AUDIO_MT_DATA ?= $(abspath $(DATA_ROOT))
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
@@ -40,8 +40,10 @@ test: setup ## run the whole test suite (pytest)
 test-fast: setup ## the suite without the slow learning checks
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-shards: setup ## build the embedded multitask corpus into shards/embedded
-	@echo "shards: the embedded corpus builder is not built yet (issue 3)"
+SHARDS := shards/embedded
+
+shards: setup ## build (or resume) the embedded multitask corpus into shards/embedded
+	$(PY) -m qwen_audio_mt corpus build --out $(SHARDS)
 
 pretrain: setup ## train the tiny default on the embedded corpus, then evaluate
 	@echo "pretrain: not built yet (issue 5)"
@@ -55,8 +57,10 @@ eval: setup ## evaluate a checkpoint on the test split
 sweep: setup ## Hydra sweep over task mixtures
 	@echo "sweep: not built yet"
 
-bench: setup ## run the benchmarks and print their ratios
+bench: setup shards ## run the benchmarks; writes bench/results.json and the README table
 	$(PY) bench/bench_render.py
+	$(PY) bench/bench_shards.py
+	$(PY) bench/bench_loader.py
 
 notebooks: setup ## execute the notebooks
 	@echo "notebooks: not built yet"

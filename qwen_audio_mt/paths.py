@@ -18,12 +18,13 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"  # ../shared/data relative t
 
 
 def tags_dir() -> Path:
-    return Path(os.environ.get(TAGS_ENV) or REPO_ROOT / "tags")
+    return Path(os.environ.get(TAGS_ENV) or REPO_ROOT / "tags").expanduser().resolve()
 
 
 def data_root() -> Path:
     """The shared real-data root (may not exist: callers check `data_available`)."""
-    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
+    # resolved: relative roots must not change meaning when a job writes paths into manifests
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA).expanduser().resolve()
 
 
 def data_available(*parts: str) -> bool:

@@ -39,7 +39,8 @@ class BatchLimits:
     max_audio_seconds: float = 240.0   # per batch, padded: batch size x longest clip
     max_tokens: int = 16384            # per batch, padded: batch size x longest sequence
     max_batch_size: int = 64
-    pool: int = 256                    # examples sorted together; larger -> tighter buckets
+    pool: int = 1024                   # examples sorted together; larger -> tighter buckets
+                                       # (0.79 real/computed frames at 256, 0.94 at 1024)
 
 
 def _fits(batch: list[Example], ex: Example, lim: BatchLimits) -> bool:
@@ -104,8 +105,12 @@ def collate(batch: list[Example], pad_id: int) -> dict:
     return out
 
 
+def frame_counts(batch: dict) -> tuple[int, int]:
+    """(real, computed) mel frames of a batch; the encoder's frames follow the same ratio."""
+    return int(batch["audio_frames"].sum()), batch["mel"].shape[0] * batch["mel"].shape[2]
+
+
 def frame_efficiency(batches: list[dict]) -> float:
-    """Real / computed mel frames over batches (the encoder's frames follow the same ratio)."""
-    real = sum(int(b["audio_frames"].sum()) for b in batches)
-    computed = sum(b["mel"].shape[0] * b["mel"].shape[2] for b in batches)
+    """Real / computed mel frames over batches."""
+    real, computed = map(sum, zip(*(frame_counts(b) for b in batches))) if batches else (0, 0)
     return real / computed if computed else 0.0

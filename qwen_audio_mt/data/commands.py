@@ -6,7 +6,6 @@ A build ends with a summary; it exits 1 when the quarantined share of inputs pas
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 

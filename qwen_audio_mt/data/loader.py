@@ -112,7 +112,9 @@ class TrainStream(IterableDataset):
         torch.set_num_threads(1)
         worker, workers, reader, readers = reader_info(self.rank, self.world)
         seq = self.seeds(worker)
-        rng = np.random.default_rng(seq)
+        # separate streams: turning augmentation on must not change which samples are drawn
+        mix_seq, aug_seq = seq.spawn(2)
+        rng, aug_rng = np.random.default_rng(mix_seq), np.random.default_rng(aug_seq)
         comp_seeds = [int(x) for x in seq.generate_state(len(self.comps))]
         skipped = SkipCounter()
         streams: dict[int, Iterator[dict]] = {}
@@ -127,7 +129,7 @@ class TrainStream(IterableDataset):
 
         feat = Featurizer(self.cfg, self.label_sets, train=True)
         n = self.cfg.batches_per_epoch // workers + (worker < self.cfg.batches_per_epoch % workers)
-        batches = bucket(_examples(mixed(), feat, rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
+        batches = bucket(_examples(mixed(), feat, aug_rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
         reported = SkipCounter()
         for _, batch in zip(range(n), batches):
             out = collate(batch, feat.renderer.tok.end_id)

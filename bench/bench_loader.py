@@ -1,0 +1,125 @@
+"""Loader benchmarks on the embedded shards, each measured side by side in one run.
+
+1. Throughput, audio-seconds per second on one worker core: the full path (read shard, decode,
+   render, log-mel, bucket, collate), timed after a warm-up that fills the shuffle buffers and
+   bucket pool, vs a bare loop over the same shard files (decode FLAC + Whisper log-mel,
+   nothing else) over as much audio. Goals: >= 1,000x real time and >= 0.65 of the bare loop.
+2. Real / computed mel frames (encoder frames follow the same ratio): duration bucketing vs
+   Qwen-Audio's 30-s padding, on the same stream. Goal: >= 0.9 with bucketing.
+3. Peak resident memory of a loader run over a folder with 10x more shards (the same shard files
+   listed 10 times over) vs the folder itself. Goal: <= 1.1x.
+"""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import whisper
+from common import ROOT, pin_one_core, record
+
+from qwen_audio_mt.data.collate import frame_counts
+from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig
+from qwen_audio_mt.data.loader import LoaderConfig
+from qwen_audio_mt.data.mixture import MixtureConfig, SourceConfig
+from qwen_audio_mt.data.shards import iter_shard
+
+SHARDS = ROOT / "shards" / "embedded"
+WARMUP, TIMED = 40, 120
+
+
+def module(folder: Path, batches: int, **loader) -> AudioDataModule:
+    cfg = LoaderConfig(num_workers=0, batches_per_epoch=batches, **loader)
+    return AudioDataModule(DataConfig(MixtureConfig((SourceConfig(str(folder)),)), cfg))
+
+
+def run(folder: Path, batches: int, warmup: int = 0, **loader) -> tuple[float, float, int, int]:
+    """(audio seconds, wall seconds, real frames, computed frames) over the batches after warm-up."""
+    torch.set_num_threads(1)
+    audio = real = computed = 0
+    t0 = time.perf_counter()
+    for i, b in enumerate(module(folder, warmup + batches, **loader).train_dataloader()):
+        if i == warmup:
+            t0 = time.perf_counter()
+        if i >= warmup:
+            r, c = frame_counts(b)
+            audio, real, computed = audio + r / 100, real + r, computed + c
+    return audio, time.perf_counter() - t0, real, computed
+
+
+def bare_loop(folder: Path, limit_seconds: float) -> float:
+    """Decode + log-mel over the train shard files, round robin over shards, as much audio."""
+    torch.set_num_threads(1)
+    readers = [iter_shard(s) for s in sorted(folder.glob("train-*.tar"))]
+    t0, audio = time.perf_counter(), 0.0
+    while audio < limit_seconds:
+        for reader in readers:
+            _, flac, _ = next(reader)
+            x, _ = sf.read(io.BytesIO(flac), dtype="float32")
+            whisper.log_mel_spectrogram(torch.from_numpy(x))
+            audio += len(x) / 16000
+    return audio / (time.perf_counter() - t0)
+
+
+def replicated(folder: Path, times: int, dest: Path) -> Path:
+    """A folder listing every shard `times` times (symlinks): 10x the shards, same bytes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    index = json.loads((folder / "index.json").read_text())
+    shards = []
+    for k in range(times):
+        for s in index["shards"]:
+            name = s["name"].replace(".tar", f"-r{k}.tar")
+            if not (dest / name).exists():
+                (dest / name).symlink_to((folder / s["name"]).resolve())
+            shards.append({**s, "name": name})
+    (dest / "index.json").write_text(json.dumps({**index, "shards": shards}))
+    return dest
+
+
+def peak_rss_mib(folder: Path) -> float:
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report the
+    # parent's peak at fork time.
+    code = ("import sys, re; sys.path.insert(0, 'bench'); from pathlib import Path;"
+            "from bench_loader import run; run(Path(sys.argv[1]), 100);"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) / 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    if not (SHARDS / "index.json").exists():
+        print(f"no embedded shards at {SHARDS}: run `make shards` first", file=sys.stderr)
+        return 1
+    pin_one_core()
+    audio, wall, real, computed = run(SHARDS, TIMED, WARMUP)
+    full = audio / wall
+    bare = bare_loop(SHARDS, audio)
+    print(f"loader: full path {full:,.0f} audio-s/s per core ({full:,.0f}x real time), bare decode+log-mel "
+          f"{bare:,.0f} audio-s/s, ratio {full / bare:.2f}")
+    _, _, preal, pcomputed = run(SHARDS, TIMED // 4, pad_to_30s=True)
+    eff, padded = real / computed, preal / pcomputed
+    print(f"real/computed frames: bucketing {eff:.3f}, 30-s padding {padded:.3f}")
+    x10 = replicated(SHARDS, 10, ROOT / "shards" / ".bench-x10")
+    rss1, rss10 = peak_rss_mib(SHARDS), peak_rss_mib(x10)
+    print(f"peak RSS: {rss1:,.0f} MiB with {len(list(SHARDS.glob('*.tar')))} shards, {rss10:,.0f} MiB with 10x "
+          f"-> {rss10 / rss1:.3f}x")
+    record("loader", [
+        {"benchmark": "loader, full path", "figure": "audio-s/s per worker core", "value": full,
+         "unit": "audio-s/s", "baseline": f"bare decode + log-mel: {bare:,.0f} audio-s/s", "ratio": full / bare,
+         "goal": ">= 1,000x real time, >= 0.65 of bare"},
+        {"benchmark": "bucketing", "figure": "real/computed frames x1000", "value": eff * 1000, "unit": "",
+         "baseline": f"30-s padding: {padded:.3f}", "ratio": eff / padded, "goal": ">= 0.9 real/computed"},
+        {"benchmark": "memory, 10x shards", "figure": "peak RSS", "value": rss10, "unit": "MiB",
+         "baseline": f"1x shards: {rss1:,.0f} MiB", "ratio": rss10 / rss1, "goal": "<= 1.1x"},
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
