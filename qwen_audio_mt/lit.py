@@ -1,0 +1,112 @@
+"""LightningModule: loss, per-task loss, AdamW + warmup/cosine, NaN-safe steps.
+
+- Loss: mean token cross-entropy on label tokens; per-task loss (mean over the task's samples in
+  the batch) and token accuracy logged every `log_every` steps.
+- AdamW: weight decay on matrices only (no decay on norms, biases, the bos/eos vectors, or on
+  embeddings whose old rows are frozen, which decay would otherwise still move).
+- Schedule: linear warmup over `warmup_steps`, cosine to `min_lr_ratio` x lr at `total_steps`.
+- A non-finite loss skips the step on every rank (all ranks agree, or DDP would hang), is
+  counted (`nan_skipped`, saved in checkpoints) and logged; training goes on.
+- The model config is saved in every checkpoint, so a checkpoint loads without Hydra.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import lightning as L
+import torch
+
+from .model.builders import ModelConfig, build_model
+from .tasks import load_tasks
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    total_steps: int = 10_000       # the cosine's end (set to the trainer's max_steps)
+    min_lr_ratio: float = 0.1
+
+
+def lr_lambda(cfg: OptimConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+class AudioLMModule(L.LightningModule):
+    def __init__(self, model_cfg: ModelConfig, optim: OptimConfig = OptimConfig(), log_every: int = 10):
+        super().__init__()
+        self.model_cfg, self.optim_cfg, self.log_every = model_cfg, optim, log_every
+        self.model = build_model(model_cfg)
+        self.task_names = load_tasks().names
+        self.nan_skipped = 0
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, batch):
+        return self.model(batch["input_ids"], batch["attention_mask"], batch["mel"], batch["mel_lengths"],
+                          batch["labels"])
+
+    def training_step(self, batch, batch_idx):
+        out = self._forward(batch)
+        finite = torch.isfinite(out.loss).float()
+        if self.trainer.world_size > 1:  # every rank must skip together
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if finite.item() < 1:
+            self.nan_skipped += 1
+            self.log("train/nan_skipped", float(self.nan_skipped), rank_zero_only=True)
+            return None
+        bs = len(batch["task_index"])
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
+        if self.global_step % self.log_every == 0:
+            self._log_tasks("train", batch, out)
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        return out.loss
+
+    def _log_tasks(self, stage: str, batch, out, **kw) -> None:
+        loss = -(out.sample_logprob / out.sample_tokens.clamp(min=1)).detach()
+        for t in batch["task_index"].unique().tolist():
+            sel = batch["task_index"] == t
+            name = self.task_names[t]
+            self.log(f"{stage}/loss_{name}", loss[sel].mean(), batch_size=int(sel.sum()), **kw)
+
+    def validation_step(self, batch, batch_idx):
+        out = self._forward(batch)
+        bs = len(batch["task_index"])
+        acc = out.sample_correct.sum() / out.sample_tokens.sum().clamp(min=1)
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/token_acc", acc, batch_size=bs, sync_dist=True)
+        return out.loss
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        emb_frozen_rows = not self.model_cfg.trainable.llm and self.model_cfg.trainable.new_token_rows
+        embeddings = {id(self.model.llm.get_input_embeddings().weight),
+                      id(self.model.llm.get_output_embeddings().weight)}
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = p.ndim < 2 or "bos_eos" in name or (emb_frozen_rows and id(p) in embeddings)
+            (no_decay if skip else decay).append(p)
+        c = self.optim_cfg
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas), eps=c.eps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["model_config"] = asdict(self.model_cfg)
+        checkpoint["optim_config"] = asdict(self.optim_cfg)
+        checkpoint["nan_skipped"] = self.nan_skipped
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.nan_skipped = checkpoint.get("nan_skipped", 0)

@@ -1,0 +1,114 @@
+"""Build an AudioLM from a ModelConfig: random tiny default, or real local checkpoints.
+
+- Encoder: random, or a local Whisper `.pt` (the format `whisper.load_model(path)` reads),
+  loaded with `weights_only=True`; its `ln_post` seeds the adapter's layer norm.
+- LLM: any transformers AutoModelForCausalLM from a local folder (offline: HF_HUB_OFFLINE=1,
+  local_files_only), or from a config (the tiny default: a small Qwen2). Embedding rows are
+  resized to the tokenizer, rounded up to a multiple of `pad_vocab_to`.
+- Trainable flags per part; `new_token_rows` lets the rows added for the tag tokens train while
+  the LLM is frozen (Qwen-Audio pretraining) by masking the old rows' gradients.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..tokenizer import Tokenizer, TokenizerSpec
+from .adapter import AudioAdapter
+from .audio_lm import AudioLM
+from .encoder import EncoderConfig, WhisperEncoder, load_whisper_checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    path: str | None = None             # local folder of a transformers checkpoint
+    model_type: str = "qwen2"           # with `config`: the architecture to build at random
+    config: dict | None = None          # e.g. {hidden_size: 256, num_hidden_layers: 4, ...}
+    trust_remote_code: bool = False     # a checkpoint folder that ships its own modeling code
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Trainable:
+    encoder: bool = True
+    adapter: bool = True
+    llm: bool = True
+    new_token_rows: bool = True         # tag-token rows train even where the LLM is frozen
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    trainable: Trainable = field(default_factory=Trainable)
+    gradient_checkpointing: bool = False
+    pad_vocab_to: int = 64
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def build_llm(cfg: LLMConfig, n_vocab: int, pad_to: int) -> tuple[nn.Module, int]:
+    """(model, rows that existed before resizing: 0 for a random model)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+    from transformers import AutoConfig, AutoModelForCausalLM
+    dtype = DTYPES[cfg.dtype]
+    if cfg.path:
+        llm = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype, local_files_only=True,
+                                                   trust_remote_code=cfg.trust_remote_code)
+        old = llm.get_input_embeddings().num_embeddings
+    else:
+        rows = max((cfg.config or {}).get("vocab_size", 0), _round_up(n_vocab, pad_to))  # keep a saved size
+        conf = AutoConfig.for_model(cfg.model_type, **{**(cfg.config or {}), "vocab_size": rows})
+        llm = AutoModelForCausalLM.from_config(conf, dtype=dtype)
+        old = 0
+    if llm.get_input_embeddings().num_embeddings < n_vocab:
+        llm.resize_token_embeddings(n_vocab, pad_to_multiple_of=pad_to)
+    return llm, old
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> AudioLM:
+    tok = tokenizer or Tokenizer.from_spec(cfg.tokenizer)
+    enc_cfg, enc_state = cfg.encoder, None
+    if cfg.encoder.checkpoint:
+        enc_cfg, enc_state = load_whisper_checkpoint(cfg.encoder.checkpoint)
+    encoder = WhisperEncoder(enc_cfg)
+    if enc_state is not None:
+        encoder.whisper.load_state_dict(enc_state)
+    llm, old_rows = build_llm(cfg.llm, tok.n_vocab, cfg.pad_vocab_to)
+    adapter = AudioAdapter(enc_cfg.n_state, llm.get_input_embeddings().embedding_dim)
+    adapter.ln_post.load_state_dict(encoder.whisper.ln_post.state_dict())
+    encoder.whisper.ln_post = nn.Identity()  # lives in the adapter now; no unused parameters for DDP
+    encoder.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.gradient_checkpointing:
+        llm.gradient_checkpointing_enable()
+    ids = {role: tok.role_id(role) for role in ("audio_placeholder", "audio_start", "audio_end")}
+    model = AudioLM(encoder, adapter, llm, ids)
+    apply_trainable(model, cfg.trainable, old_rows)
+    return model
+
+
+def apply_trainable(model: AudioLM, t: Trainable, old_rows: int) -> None:
+    model.encoder.requires_grad_(t.encoder)
+    model.adapter.requires_grad_(t.adapter)
+    model.llm.requires_grad_(t.llm)
+    if t.llm or not t.new_token_rows:
+        return
+    rows = {id(w): w for w in (model.llm.get_input_embeddings().weight, model.llm.get_output_embeddings().weight)}
+    for weight in rows.values():  # tied embeddings are one tensor: one hook
+        weight.requires_grad_(True)
+        weight.register_hook(lambda g, n=old_rows: torch.cat([torch.zeros_like(g[:n]), g[n:]]))
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    parts = {"encoder": model.encoder, "adapter": model.adapter, "llm": model.llm}
+    out = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+    out["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return out

@@ -1,0 +1,79 @@
+"""Whisper's audio encoder at any length, with padded frames masked.
+
+openai-whisper's `AudioEncoder.forward` asserts exactly 3,000 mel frames (30 s). Here the same
+module (same weights, loadable from a Whisper checkpoint) runs on the real length: the
+positional embedding is sliced to the clip's frames and padded frames are masked out of
+attention, so a clip's output does not depend on what it was batched with. With
+`pad_to_30s` the loader feeds 3,000 frames and nothing is masked: Qwen-Audio's behaviour.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from whisper.model import AudioEncoder, ModelDimensions, ResidualAttentionBlock
+
+from ..audio import n_encoder_frames
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    n_mels: int = 80          # 80 (Whisper <= large-v2) or 128 (large-v3)
+    n_ctx: int = 1500         # encoder frames in 30 s (3,000 mel frames / conv stride 2)
+    n_state: int = 1280       # width (large-v2: 1280, small: 768)
+    n_head: int = 20
+    n_layer: int = 32
+    checkpoint: str | None = None  # a local Whisper .pt ({"dims", "model_state_dict"}); None: random
+
+
+def _attend(block: ResidualAttentionBlock, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """A Whisper residual block with a key-padding mask (whisper's own forward takes none)."""
+    attn = block.attn
+    h = block.attn_ln(x)
+    b, t, d = h.shape
+    q, k, v = (proj(h).view(b, t, attn.n_head, -1).transpose(1, 2) for proj in (attn.query, attn.key, attn.value))
+    mask = None if keep is None else keep[:, None, None, :]
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    x = x + attn.out(a.transpose(1, 2).reshape(b, t, d))
+    return x + block.mlp(block.mlp_ln(x))
+
+
+class WhisperEncoder(nn.Module):
+    """Conv stem + transformer blocks of Whisper (its ln_post belongs to the adapter)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.whisper = AudioEncoder(cfg.n_mels, cfg.n_ctx, cfg.n_state, cfg.n_head, cfg.n_layer)
+        self.gradient_checkpointing = False
+
+    def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel [B, n_mels, T] -> frames [B, T', n_state] and their valid lengths [B]."""
+        w = self.whisper
+        x = F.gelu(w.conv1(mel))
+        x = F.gelu(w.conv2(x)).permute(0, 2, 1)
+        if x.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"{mel.shape[-1]} mel frames exceed the encoder's {self.cfg.n_ctx * 2} (30 s)")
+        x = (x + w.positional_embedding[: x.shape[1]]).to(x.dtype)
+        lengths = torch.tensor([n_encoder_frames(int(n)) for n in mel_lengths], device=x.device)
+        keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        keep = None if bool(keep.all()) else keep
+        for block in w.blocks:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(_attend, block, x, keep, use_reentrant=False)
+            else:
+                x = _attend(block, x, keep)
+        return x, lengths
+
+
+def load_whisper_checkpoint(path: str | Path) -> tuple[EncoderConfig, dict]:
+    """Encoder config and weights from a local Whisper checkpoint (whisper.load_model's format)."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    dims = ModelDimensions(**ckpt["dims"])
+    cfg = EncoderConfig(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head,
+                        dims.n_audio_layer, str(path))
+    state = {k[len("encoder."):]: v for k, v in ckpt["model_state_dict"].items() if k.startswith("encoder.")}
+    return cfg, state

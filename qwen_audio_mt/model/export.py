@@ -1,0 +1,82 @@
+"""Export folders and checkpoint loading, without Hydra.
+
+An export folder holds everything inference needs:
+    config.json          the ModelConfig (plain JSON)
+    model.safetensors    the AudioLM weights (shared tensors handled by safetensors' save_model)
+    tokenizer/           spec.json (base + pattern), tokens.yaml, tasks.yaml, languages.yaml,
+                         and the base ranks file when it is not whisper's bundled one
+`load_exported(folder)` rebuilds model, tokenizer and renderer in one call. Lightning
+checkpoints carry the same ModelConfig (lit.py), so `load_checkpoint(path)` needs no Hydra
+either; both load with `weights_only=True` semantics (safetensors holds only tensors).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from ..config import from_dict, to_dict
+from ..paths import tags_dir
+from ..render import Renderer
+from ..tasks import load_tasks
+from ..tokenizer import WHISPER_BASE, Tokenizer, TokenizerSpec
+from .audio_lm import AudioLM
+from .builders import ModelConfig, build_model
+
+TAG_FILES = ("tokens.yaml", "tasks.yaml", "languages.yaml")
+
+
+def export(model: AudioLM, cfg: ModelConfig, folder: str | Path) -> Path:
+    folder = Path(folder)
+    tok_dir = folder / "tokenizer"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    spec = cfg.tokenizer
+    if spec.base != WHISPER_BASE:
+        shutil.copyfile(spec.base_path(), tok_dir / spec.base_path().name)
+        spec = replace(spec, base=spec.base_path().name)
+    for name in TAG_FILES:
+        shutil.copyfile(tags_dir() / name, tok_dir / name)
+    (tok_dir / "spec.json").write_text(json.dumps({"base": spec.base, "pattern": spec.pattern_name()
+                                                   if spec.base == WHISPER_BASE else spec.pattern}, indent=1))
+    # weights are in the file; rebuilding must not look for the original checkpoints: a real
+    # LLM is saved as its architecture (its HF config) and rebuilt from it
+    llm = cfg.llm
+    if llm.path:
+        arch = {k: v for k, v in model.llm.config.to_dict().items() if k not in ("model_type", "transformers_version")}
+        llm = replace(llm, path=None, model_type=model.llm.config.model_type, config=arch)
+    portable = replace(cfg, tokenizer=spec, encoder=replace(cfg.encoder, checkpoint=None), llm=llm)
+    (folder / "config.json").write_text(json.dumps(to_dict(portable), indent=1))
+    save_model(model, str(folder / "model.safetensors"))
+    return folder
+
+
+def load_exported(folder: str | Path, device: str = "cpu") -> tuple[AudioLM, Tokenizer, Renderer]:
+    """Model (eval mode), tokenizer and renderer from an export folder: one call, no Hydra."""
+    folder = Path(folder)
+    raw = json.loads((folder / "config.json").read_text())
+    tok_dir = folder / "tokenizer"
+    spec = json.loads((tok_dir / "spec.json").read_text())
+    base = spec["base"] if spec["base"] == WHISPER_BASE else str(tok_dir / spec["base"])
+    tok = Tokenizer.from_spec(TokenizerSpec(base=base, pattern=spec.get("pattern"), tags=str(tok_dir / "tokens.yaml")))
+    cfg = from_dict(ModelConfig, {**raw, "tokenizer": {"base": base, "pattern": spec.get("pattern"),
+                                                         "tags": str(tok_dir / "tokens.yaml")}})
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = build_model(cfg, tok)
+    load_model(model, str(folder / "model.safetensors"), device=device)
+    registry = load_tasks(str(tok_dir / "tasks.yaml"), str(tok_dir / "tokens.yaml"))
+    return model.eval(), tok, Renderer(tok, registry)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[AudioLM, ModelConfig]:
+    """An AudioLM from a Lightning checkpoint written by lit.AudioLMModule (no Hydra)."""
+    ckpt = torch.load(str(path), map_location=device, weights_only=True)
+    cfg = from_dict(ModelConfig, ckpt["model_config"])
+    model = build_model(cfg)
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval(), cfg
