@@ -45,17 +45,19 @@ SHARDS := shards/embedded
 shards: setup ## build (or resume) the embedded multitask corpus into shards/embedded
 	$(PY) -m qwen_audio_mt corpus build --out $(SHARDS)
 
-pretrain: setup ## train the tiny default on the embedded corpus, then evaluate
-	@echo "pretrain: not built yet (issue 5)"
+ARGS ?=
+
+pretrain: setup shards ## train the tiny default on the embedded corpus, then evaluate (ARGS=hydra overrides)
+	$(PY) -m qwen_audio_mt.train $(ARGS)
 
 sft: setup ## supervised fine-tuning of the chat variant
 	@echo "sft: not built yet"
 
-eval: setup ## evaluate a checkpoint on the test split
-	@echo "eval: not built yet"
+eval: setup ## evaluate an export folder or checkpoint: make eval ARGS="model=outputs/train/RUN/export"
+	$(PY) -m qwen_audio_mt.eval $(ARGS)
 
-sweep: setup ## Hydra sweep over task mixtures
-	@echo "sweep: not built yet"
+sweep: setup shards ## Hydra sweep, one training per point: make sweep ARGS="sweep=temperature"
+	$(PY) -m qwen_audio_mt.train -m $(ARGS)
 
 bench: setup shards ## run the benchmarks; writes bench/results.json and the README table
 	$(PY) bench/bench_render.py

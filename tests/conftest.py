@@ -63,3 +63,14 @@ def fsdd_shards(tmp_path_factory):
     plan = manifest.plan(root / "m.jsonl")
     build(plan.streams, root / "shards", ShardConfig(workers=2, max_samples=100), plan.source, progress=False)
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """The embedded corpus at scale 0.05 (8 train, 1 valid, 2 test items per task) in
+    ROOT/embedded; returns ROOT, to pass as `paths.shards=ROOT` to training configs."""
+    from qwen_audio_mt.data.corpus.build import CorpusConfig, build_corpus
+    from qwen_audio_mt.data.shards import ShardConfig
+    root = tmp_path_factory.mktemp("shards")
+    build_corpus(root / "embedded", CorpusConfig(scale=0.05), ShardConfig(workers=2), progress=False)
+    return root

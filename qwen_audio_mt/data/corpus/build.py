@@ -82,6 +82,9 @@ def source_info(cfg: CorpusConfig, skipped: dict) -> dict:
 
 
 def build_corpus(out: Path, cfg: CorpusConfig = CorpusConfig(), shard_cfg: ShardConfig = ShardConfig(),
-                 progress: bool = True) -> dict:
+                 progress: bool = True, only: list[str] | None = None) -> dict:
+    """Build every available task, or `only` these (e.g. a focused learning check)."""
     tasks, skipped = available_tasks(cfg)
+    if only is not None:
+        tasks = [t for t in tasks if t in only]
     return build(corpus_streams(tasks, cfg), out, shard_cfg, source_info(cfg, skipped), progress=progress)

@@ -10,19 +10,18 @@ from collections import Counter
 import pytest
 
 from qwen_audio_mt.cli import main
-from qwen_audio_mt.data.corpus.build import CorpusConfig, available_tasks, build_corpus
-from qwen_audio_mt.data.shards import ShardConfig, iter_shard
+from qwen_audio_mt.data.corpus.build import CorpusConfig, available_tasks
+from qwen_audio_mt.data.shards import iter_shard
 from qwen_audio_mt.render import Renderer
 from qwen_audio_mt.tasks import load_tasks
 
-SCALE = "0.05"  # 8 train, 1 valid, 2 test items per task
+SCALE = "0.05"  # as the small_corpus fixture: 8 train, 1 valid, 2 test items per task
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("embedded")
-    index = build_corpus(out, CorpusConfig(scale=float(SCALE)), ShardConfig(workers=2), progress=False)
-    return out, index
+def corpus(small_corpus):
+    out = small_corpus / "embedded"
+    return out, json.loads((out / "index.json").read_text())
 
 
 def test_every_available_task_in_every_split(corpus):

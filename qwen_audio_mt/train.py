@@ -1,0 +1,84 @@
+"""Training: `train(cfg)` is a plain function (tests call it); `main` is Hydra's thin wrapper.
+
+    python -m qwen_audio_mt.train                          # pretrain_tiny on the embedded corpus
+    python -m qwen_audio_mt.train experiment=three_tasks trainer.max_steps=300
+    python -m qwen_audio_mt.train ckpt_path=last run_dir=outputs/train/RUN   # resume a run
+
+The config is turned into the package's dataclasses once; `_target_` is used only for the
+trainer, its callbacks and loggers. On rank 0 the run ends with an export folder and, unless
+`evaluate=false`, the test-split evaluation (metrics.json, metrics.md, loss_curve.png).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from .config import from_dict, plain  # noqa: E402
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def data_config(cfg: dict):
+    from .data.datamodule import DataConfig
+    from .data.loader import LoaderConfig
+    from .data.mixture import MixtureConfig
+    data = cfg["data"]
+    return DataConfig(mixture=from_dict(MixtureConfig, cfg["mixture"]),
+                      loader=from_dict(LoaderConfig, data["loader"]),
+                      valid_split=data.get("valid_split", "valid"), test_split=data.get("test_split", "test"))
+
+
+def build(cfg: DictConfig):
+    """(module, datamodule, trainer) from a composed config; nothing runs yet."""
+    import lightning as L
+
+    from .data.datamodule import AudioDataModule
+    from .lit import AudioLMModule, OptimConfig
+    from .model.builders import ModelConfig
+    raw = plain(cfg)
+    L.seed_everything(raw["seed"], workers=True, verbose=False)
+    max_steps = raw["trainer"].get("max_steps", -1)
+    optim = from_dict(OptimConfig, {**raw["optim"], "total_steps": max(max_steps, 1)})
+    module = AudioLMModule(from_dict(ModelConfig, raw["model"]), optim, raw["log_every"])
+    datamodule = AudioDataModule(data_config(raw))
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return module, datamodule, trainer
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit (or resume), export and evaluate. Returns a summary dict."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    module, datamodule, trainer = build(cfg)
+    run_dir = Path(cfg.run_dir)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        print(f"stopped by SIGTERM at step {trainer.global_step}; resume with ckpt_path=last "
+              f"run_dir={run_dir}", file=sys.stderr)
+        return {"stopped": "SIGTERM", "step": trainer.global_step, "run_dir": str(run_dir)}
+    summary = {"step": trainer.global_step, "run_dir": str(run_dir), "nan_skipped": module.nan_skipped,
+               "realised_mixture": datamodule.realised_mixture()}
+    if trainer.is_global_zero and cfg.get("export", True) and not trainer.fast_dev_run:
+        from .model.export import export
+        summary["export"] = str(export(module.model, module.model_cfg, run_dir / "export"))
+    if trainer.is_global_zero and cfg.get("evaluate", True) and not trainer.fast_dev_run:
+        from .eval import evaluate_run
+        summary["metrics"] = evaluate_run(module.model, datamodule, run_dir, cfg)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
