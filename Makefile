@@ -34,11 +34,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-test: setup ## run the whole test suite (pytest)
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-fast: setup ## the suite without the slow learning checks
+test: setup ## run the test suite (pytest), without the slow learning checks
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup ## the slow learning checks only (a short CPU training run, ~10 minutes)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 SHARDS := shards/embedded
 
@@ -63,6 +63,7 @@ bench: setup shards ## run the benchmarks; writes bench/results.json and the REA
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_shards.py
 	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_train.py
 
 notebooks: setup ## execute the notebooks
 	@echo "notebooks: not built yet"

@@ -49,7 +49,8 @@ def update_readme(data: dict) -> None:
              "|---|---|---|---|---|---|"]
     for key in sorted(data):
         for r in data[key]["rows"]:
-            lines.append(f"| {r['benchmark']} | {r['figure']} | {r['value']:,.0f} {r['unit']} | "
+            value = f"{r['value']:,.0f}" if abs(r["value"]) >= 100 else f"{r['value']:.3g}"
+            lines.append(f"| {r['benchmark']} | {r['figure']} | {value} {r['unit']} | "
                          f"{r['baseline']} | {r['ratio']:.2f}x | {r['goal']} |")
     text = README.read_text()
     head, rest = text.split(START, 1)

@@ -65,7 +65,7 @@ class AudioLMModule(L.LightningModule):
             return None
         bs = len(batch["task_index"])
         self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
-        if self.global_step % self.log_every == 0:
+        if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes logs at
             self._log_tasks("train", batch, out)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out.loss

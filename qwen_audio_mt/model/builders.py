@@ -91,7 +91,9 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> AudioLM
         llm.gradient_checkpointing_enable()
     ids = {role: tok.role_id(role) for role in ("audio_placeholder", "audio_start", "audio_end")}
     model = AudioLM(encoder, adapter, llm, ids)
-    apply_trainable(model, cfg.trainable, old_rows)
+    # The checkpoint's rows that hold tokens of its own: Qwen's padding rows past its specials are
+    # where the tag tokens land (from [[[AUDIO:modality]]] on), and those must train.
+    apply_trainable(model, cfg.trainable, min(old_rows, tok.role_id("audio_placeholder")))
     return model
 
 

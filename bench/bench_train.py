@@ -1,0 +1,100 @@
+"""Training benchmarks, measured side by side in one run on the same model and batches.
+
+1. Lightning steps/s vs a bare PyTorch loop (forward, backward, clip, AdamW step) over the same
+   pre-collated batches, same model config, same threads. Goal: >= 0.95.
+2. Train samples/s with dynamic lengths (duration buckets) vs 30-s padding (Qwen-Audio), same
+   model, same samples. Goal: >= 3x.
+The tiny default model; batches come from the embedded shards (make shards).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+import torch
+import yaml
+from common import ROOT, record
+
+from qwen_audio_mt.config import from_dict
+from qwen_audio_mt.data.collate import BatchLimits
+from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig
+from qwen_audio_mt.data.loader import LoaderConfig
+from qwen_audio_mt.data.mixture import MixtureConfig, SourceConfig
+from qwen_audio_mt.lit import AudioLMModule, OptimConfig
+from qwen_audio_mt.model.builders import ModelConfig
+
+SHARDS = ROOT / "shards" / "embedded"
+STEPS = 30
+LIMITS = BatchLimits(max_audio_seconds=120.0, max_tokens=8192, max_batch_size=32, pool=1024)
+
+
+def model_cfg() -> ModelConfig:
+    raw = yaml.safe_load((ROOT / "conf" / "model" / "tiny.yaml").read_text())
+    return from_dict(ModelConfig, raw)
+
+
+def batches(n: int, **loader) -> list[dict]:
+    cfg = LoaderConfig(num_workers=0, batches_per_epoch=n, limits=LIMITS, **loader)
+    return list(AudioDataModule(DataConfig(MixtureConfig((SourceConfig(str(SHARDS)),)), cfg)).train_dataloader())
+
+
+def bare(data: list[dict]) -> float:
+    torch.manual_seed(0)
+    module = AudioLMModule(model_cfg(), OptimConfig(total_steps=len(data)))
+    opt = module.configure_optimizers()["optimizer"]
+    model = module.model.train()
+    t0 = time.perf_counter()
+    for b in data:
+        out = model(b["input_ids"], b["attention_mask"], b["mel"], b["mel_lengths"], b["labels"])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    return time.perf_counter() - t0
+
+
+class Timed(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.t0
+
+
+def lightning(data: list[dict]) -> float:
+    torch.manual_seed(0)
+    module = AudioLMModule(model_cfg(), OptimConfig(total_steps=len(data)), log_every=10)
+    timer = Timed()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=len(data), gradient_clip_val=1.0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=data)
+    return timer.seconds
+
+
+def main() -> int:
+    if not (SHARDS / "index.json").exists():
+        print(f"no embedded shards at {SHARDS}: run `make shards` first", file=sys.stderr)
+        return 1
+    torch.set_num_threads(1)
+    dyn = batches(STEPS)
+    t_bare, t_lit = bare(dyn), lightning(dyn)
+    print(f"steps/s: Lightning {STEPS / t_lit:.3f}, bare loop {STEPS / t_bare:.3f}, ratio {t_bare / t_lit:.3f}")
+    samples = sum(len(b["tasks"]) for b in dyn)
+    padded = batches(STEPS, pad_to_30s=True)
+    n_pad = sum(len(b["tasks"]) for b in padded)
+    dyn_rate, pad_rate = samples / t_bare, n_pad / bare(padded)
+    print(f"train samples/s: dynamic {dyn_rate:.1f}, 30-s padding {pad_rate:.1f}, ratio {dyn_rate / pad_rate:.2f}x")
+    record("train", [
+        {"benchmark": "trainer overhead", "figure": "steps/s, tiny model, 1 thread", "value": STEPS / t_lit,
+         "unit": "steps/s", "baseline": f"bare PyTorch loop: {STEPS / t_bare:.3f} steps/s", "ratio": t_bare / t_lit,
+         "goal": ">= 0.95"},
+        {"benchmark": "dynamic lengths", "figure": "train samples/s", "value": dyn_rate, "unit": "samples/s",
+         "baseline": f"30-s padding: {pad_rate:.1f} samples/s", "ratio": dyn_rate / pad_rate, "goal": ">= 3x"},
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

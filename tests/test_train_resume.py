@@ -1,0 +1,159 @@
+"""The real command line (`python -m qwen_audio_mt.train ...`) in subprocesses: a SIGKILLed run
+resumes where its last checkpoint left off, SIGTERM saves and exits 0, DDP on 2 CPU processes.
+
+Each run keeps Hydra's own files (`hydra.run.dir`) in its run folder, so nothing lands in outputs/.
+Runs use one loader worker and OMP_NUM_THREADS=1: on 2 cores, torch's 2 spinning intra-op threads
+beside a loader worker make a step ~4x slower (40 steps: 75 s instead of 17 s).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import QUIET, SHRINK
+
+from qwen_audio_mt.paths import REPO_ROOT
+
+BATCHES = ["data.loader.limits.max_batch_size=8", "data.loader.limits.pool=32"]
+EVERY_5 = ["callbacks.model_checkpoint.every_n_train_steps=5", "data.loader.num_workers=1"]
+
+
+def command(run: Path, shards: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "qwen_audio_mt.train", f"paths.shards={shards}", f"run_dir={run}",
+            f"hydra.run.dir={run}", "evaluate=false", *SHRINK, *BATCHES, *QUIET, *overrides]
+
+
+def launch(cmd: list[str], log: Path) -> subprocess.Popen:
+    """A training in its own process group (so a SIGKILL takes its loader workers too)."""
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"no exit within {timeout} s:\n{log.read_text()[-3000:]}")
+    return log.read_text()
+
+
+def run_to_end(cmd: list[str], log: Path, timeout: float = 300) -> str:
+    proc = launch(cmd, log)
+    out = finish(proc, log, timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 180):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if (value := predicate()):
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"training exited ({proc.returncode}) before the condition:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"condition not met within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def step_checkpoints(run: Path) -> dict[int, Path]:
+    """ModelCheckpoint's periodic files (step000010.ckpt ...) by step."""
+    found = {}
+    for p in (run / "checkpoints").glob("step*.ckpt"):
+        if m := re.fullmatch(r"step(\d+)\.ckpt", p.name):
+            found[int(m.group(1))] = p
+    return found
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def logged_train_steps(run: Path) -> list[int]:
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path, small_corpus):
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    common = [*EVERY_5, "trainer.max_steps=40", "trainer.log_every_n_steps=1"]
+    proc = launch(command(run, small_corpus, *common), tmp_path / "killed.log")
+
+    def saved_past_10():  # a step checkpoint >= 10, and last.ckpt written after it
+        steps = step_checkpoints(run)
+        newest = max((s for s in steps if s >= 10), default=None)
+        return (newest is not None and last.exists()
+                and last.stat().st_mtime_ns >= steps[newest].stat().st_mtime_ns)
+
+    try:
+        wait_for(saved_past_10, proc, tmp_path / "killed.log")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    at_kill = load(last)
+    resume_step = at_kill["global_step"]
+    assert 10 <= resume_step < 40
+
+    run_to_end(command(run, small_corpus, *common, "ckpt_path=last"), tmp_path / "resumed.log")
+    final = load(last)
+    assert final["global_step"] == 40
+    # the resumed run starts logging at the checkpoint's step: nothing before it runs again
+    assert logged_train_steps(run) == list(range(resume_step, 40))
+    # Lightning keeps LightningDataModule.state_dict() under the class name
+    before, after = at_kill["AudioDataModule"], final["AudioDataModule"]
+    assert before["resumes"] == 0 and after["resumes"] == 1
+    assert sum(after["seen"].values()) > sum(before["seen"].values())
+    assert all(after["seen"].get(task, 0) >= n for task, n in before["seen"].items())
+    assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]
+
+
+def test_sigterm_saves_last_and_exits_cleanly(tmp_path, small_corpus):
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    log = tmp_path / "terminated.log"
+    proc = launch(command(run, small_corpus, *EVERY_5, "trainer.max_steps=1000"), log)
+    try:
+        wait_for(lambda: step_checkpoints(run), proc, log)
+        time.sleep(1.0)  # a few steps past the checkpoint, most likely
+        sent_at, sent_time = max(step_checkpoints(run)), time.time()
+        proc.send_signal(signal.SIGTERM)  # the main process only, as a scheduler would
+        out = finish(proc, log, timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped by SIGTERM" in out
+    assert last.stat().st_mtime >= sent_time - 0.01, "last.ckpt was not written on SIGTERM"
+    step = load(last)["global_step"]
+    assert sent_at <= step < 1000
+
+    run_to_end(command(run, small_corpus, *EVERY_5, "ckpt_path=last", f"trainer.max_steps={step + 5}"),
+               tmp_path / "resumed.log")
+    final = load(last)
+    assert final["global_step"] == step + 5 and final["AudioDataModule"]["resumes"] == 1
+    assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]
+
+
+def test_ddp_two_cpu_processes_through_the_entry_point(tmp_path, small_corpus):
+    """Lightning relaunches the Hydra script for rank 1 (same overrides + hydra.run.dir)."""
+    run = tmp_path / "run"
+    run_to_end(command(run, small_corpus, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                       "trainer.precision=32-true", "trainer.max_steps=6", "trainer.log_every_n_steps=1",
+                       "data.loader.num_workers=1"), tmp_path / "ddp.log")
+    assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert logged_train_steps(run) == list(range(6))
+    assert (run / "export" / "model.safetensors").exists()
