@@ -25,7 +25,7 @@ from qwen_audio_mt.lit import AudioLMModule, OptimConfig
 from qwen_audio_mt.model.builders import ModelConfig
 
 SHARDS = ROOT / "shards" / "embedded"
-STEPS = 30
+STEPS = 20
 LIMITS = BatchLimits(max_audio_seconds=120.0, max_tokens=8192, max_batch_size=32, pool=1024)
 
 
@@ -69,7 +69,9 @@ def lightning(data: list[dict]) -> float:
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=len(data), gradient_clip_val=1.0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(module, train_dataloaders=data)
+    # the same pre-collated batches, one per step (a plain list would be read as many loaders)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False)
+    trainer.fit(module, train_dataloaders=loader)
     return timer.seconds
 
 
