@@ -104,6 +104,7 @@ def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
     return w.device, w.dtype
 
 
+@torch.no_grad()
 def clip_audio(model, example: Example) -> tuple[torch.Tensor, int]:
     """One clip's LLM positions [N, D] (N = its count), encoded alone at its own length."""
     device, dtype = _device_dtype(model)
@@ -112,6 +113,7 @@ def clip_audio(model, example: Example) -> tuple[torch.Tensor, int]:
     return positions[0, : int(counts[0])], int(counts[0])
 
 
+@torch.no_grad()
 def score_rows(model, rows: list[tuple[int, list[int], list[int]]], audio: list[tuple[torch.Tensor, int]],
                pad_id: int, batch_rows: int) -> torch.Tensor:
     """rows (clip index, ids, loss mask) -> [R, 3]: summed logprob, tokens, correct tokens."""

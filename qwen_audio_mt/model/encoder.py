@@ -54,6 +54,10 @@ class WhisperEncoder(nn.Module):
         """mel [B, n_mels, T] -> frames [B, T', n_state] and their valid lengths [B]."""
         w = self.whisper
         x = F.gelu(w.conv1(mel))
+        # zero conv1 frames past each clip's end: conv2 (stride 2) would read one padded frame
+        # into an odd-length clip's last output, making it depend on its batch-mates
+        frames = torch.arange(x.shape[-1], device=x.device)[None, :] < mel_lengths.to(x.device)[:, None]
+        x = x * frames[:, None, :].to(x.dtype)
         x = F.gelu(w.conv2(x)).permute(0, 2, 1)
         if x.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"{mel.shape[-1]} mel frames exceed the encoder's {self.cfg.n_ctx * 2} (30 s)")
