@@ -111,3 +111,22 @@ class BadRow(ValueError):
 def bad_row(reason: str, detail: str) -> RawItem:
     """A job function for a row found unusable at plan time: its job is quarantined with `reason`."""
     raise BadRow(reason, detail.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def fold_jobs(rows: list[dict], folds: dict, file_col: str, label_col: str, audio_path, task: str,
+              source: str) -> list[tuple[str, str, Job]]:
+    """Jobs of a fold-split classification CSV (ESC-50, UrbanSound8K): one per row, its split from
+    `folds`, a row with an unknown fold quarantined as bad_fold. `audio_path(fname, fold)` -> path."""
+    jobs = []
+    for row in rows:
+        fname, fold = row[file_col] or "", (row["fold"] or "").strip()
+        key = file_key(fname)
+        split = folds.get(fold)
+        if split is None:
+            why = f"{fname}: fold {fold!r} is not one of {', '.join(folds)}"
+            jobs.append(("train", task, Job(key, source, bad_row, ("bad_fold", why))))
+            continue
+        labels = {"label": (row[label_col] or "").strip()}
+        args = ((str(audio_path(fname, fold)),), key, task, split, labels, source)
+        jobs.append((split, task, Job(key, source, make_raw_any, args)))
+    return jobs

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..shards import Job
 from . import Plan
-from .common import bad_row, checksum, file_key, is_utf8, group, make_raw_any, read_rows
+from .common import checksum, fold_jobs, group, is_utf8, read_rows
 
 FORMAT = "esc50"
 DESCRIPTION = "ESC-50 (meta/esc50.csv + audio/*.wav) -> sound_event (50 classes)"
@@ -43,17 +42,7 @@ def plan(src: Path) -> Plan:
     src = Path(src)
     meta = src / "meta" / "esc50.csv"
     rows = read_rows(meta, required=("filename", "fold", "category"))
-    jobs = []
-    for row in rows:
-        fname, fold = row["filename"] or "", (row["fold"] or "").strip()
-        key = file_key(fname)
-        split = FOLDS.get(fold)
-        if split is None:
-            jobs.append(("train", TASK, Job(key, SOURCE, bad_row, ("bad_fold", f"{fname}: fold {fold!r} is not 1-5"))))
-            continue
-        labels = {"label": (row["category"] or "").strip()}
-        args = ((str(src / "audio" / fname),), key, TASK, split, labels, SOURCE)
-        jobs.append((split, TASK, Job(key, SOURCE, make_raw_any, args)))
+    jobs = fold_jobs(rows, FOLDS, "filename", "category", lambda f, _: src / "audio" / f, TASK, SOURCE)
     source = {"format": FORMAT, "dataset": "ESC-50", "folds": {"train": [1, 2, 3], "valid": [4], "test": [5]},
               "files": checksum(meta)}
     return Plan(group(jobs), {TASK: class_set(rows, "category", "target")}, source)

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..shards import Job
 from . import Plan
-from .common import bad_row, checksum, file_key, group, make_raw_any, read_rows
+from .common import checksum, fold_jobs, group, read_rows
 from .esc50 import class_set
 
 FORMAT = "urbansound"
@@ -32,17 +31,7 @@ def plan(src: Path) -> Plan:
     src = Path(src)
     meta = src / "metadata" / "UrbanSound8K.csv"
     rows = read_rows(meta, required=("slice_file_name", "fold", "class"))
-    jobs = []
-    for row in rows:
-        fname, fold = row["slice_file_name"] or "", (row["fold"] or "").strip()
-        key = file_key(fname)
-        split = FOLDS.get(fold)
-        if split is None:
-            jobs.append(("train", TASK, Job(key, SOURCE, bad_row, ("bad_fold", f"{fname}: fold {fold!r} is not 1-10"))))
-            continue
-        labels = {"label": (row["class"] or "").strip()}
-        args = ((str(src / "audio" / f"fold{fold}" / fname),), key, TASK, split, labels, SOURCE)
-        jobs.append((split, TASK, Job(key, SOURCE, make_raw_any, args)))
+    jobs = fold_jobs(rows, FOLDS, "slice_file_name", "class", lambda f, fold: src / "audio" / f"fold{fold}" / f, TASK, SOURCE)
     source = {"format": FORMAT, "dataset": "UrbanSound8K",
               "folds": {"train": list(range(1, 9)), "valid": [9], "test": [10]}, "files": checksum(meta)}
     return Plan(group(jobs), {TASK: class_set(rows, "class", "classID")}, source)
