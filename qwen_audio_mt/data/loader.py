@@ -95,6 +95,13 @@ def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCount
             skipped.skip("bad_label", f"{s.get('key')}: {e}")
 
 
+def _one_thread_in_workers() -> None:
+    """A loader worker decodes one sample at a time: one torch thread each, so workers do not
+    contend with the trainer's threads. In the main process (num_workers=0) leave torch alone."""
+    if torch.utils.data.get_worker_info() is not None:
+        torch.set_num_threads(1)
+
+
 class TrainStream(IterableDataset):
     def __init__(self, comps: list[Component], probs: np.ndarray, cfg: LoaderConfig, label_sets: dict,
                  state: StreamState, rank: int = 0, world: int = 1):
@@ -109,7 +116,7 @@ class TrainStream(IterableDataset):
         return np.random.SeedSequence([s.seed, s.resumes, s.iteration, self.rank, worker])
 
     def __iter__(self) -> Iterator[dict]:
-        torch.set_num_threads(1)
+        _one_thread_in_workers()
         worker, workers, reader, readers = reader_info(self.rank, self.world)
         seq = self.seeds(worker)
         # separate streams: turning augmentation on must not change which samples are drawn
@@ -145,7 +152,7 @@ class EvalStream(IterableDataset):
         self.comps, self.cfg, self.label_sets, self.rank, self.world = comps, cfg, label_sets, rank, world
 
     def __iter__(self) -> Iterator[dict]:
-        torch.set_num_threads(1)
+        _one_thread_in_workers()
         _, _, reader, readers = reader_info(self.rank, self.world)
         feat = Featurizer(self.cfg, self.label_sets, train=False)
         skipped = SkipCounter()
