@@ -21,7 +21,7 @@ from .config import plain  # noqa: E402
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def _score_and_report(model, renderer, sources: list[str], run_dir: Path, split: str, n_mels: int,
+def _score_and_report(model, renderer, sources: list, run_dir: Path, split: str, n_mels: int,
                       pad_to_30s: bool, max_per_task, metrics_csv: Path | None) -> dict:
     from .report import format_table, write_report
     from .scoring import evaluate_model
@@ -42,7 +42,7 @@ def evaluate_run(model, datamodule, run_dir: Path, cfg: DictConfig) -> dict:
     renderer = Renderer(label_sets=datamodule.label_sets or None, pad_to_30s=loader.pad_to_30s,
                         tokenizer=None if loader.tokenizer is None else _tokenizer(loader.tokenizer))
     csv = Path(run_dir) / "logs" / "metrics.csv"
-    return _score_and_report(model.eval(), renderer, [s.path for s in mixture.sources], Path(run_dir),
+    return _score_and_report(model.eval(), renderer, list(mixture.sources), Path(run_dir),
                              raw["eval"]["split"], loader.n_mels, loader.pad_to_30s, raw["eval"]["max_per_task"],
                              csv if csv.exists() else None)
 

@@ -220,10 +220,17 @@ def summarize(tasks: dict[str, dict]) -> dict:
 
 
 # ---------------------------------------------------------------------- entry point
-def prepare(renderer: Renderer, sources: list[str], split: str, n_mels: int = 80,
+def eval_sources(sources: list) -> tuple[SourceConfig, ...]:
+    """Shard folders (str) or training sources; a source's `tasks` filter is kept (a run trained
+    on three tasks of a folder is scored on those three), its sampling weight is not."""
+    return tuple(SourceConfig(s.path, tasks=s.tasks) if isinstance(s, SourceConfig) else SourceConfig(str(s))
+                 for s in sources)
+
+
+def prepare(renderer: Renderer, sources: list, split: str, n_mels: int = 80,
             pad_to_30s: bool = False) -> tuple[Renderer, Featurizer, list[Component]]:
-    """(eval renderer, eval featurizer, components) of `split` in the shard folders `sources`."""
-    mixture = MixtureConfig(tuple(SourceConfig(str(s)) for s in sources))
+    """(eval renderer, eval featurizer, components) of `split` in `sources` (see eval_sources)."""
+    mixture = MixtureConfig(eval_sources(sources))
     comps = components(mixture, split)
     rend = eval_renderer(renderer, mixture, comps, pad_to_30s)
     feat = Featurizer(LoaderConfig(n_mels=n_mels, pad_to_30s=pad_to_30s, tokenizer=rend.tok.spec), {}, train=False)
@@ -231,10 +238,10 @@ def prepare(renderer: Renderer, sources: list[str], split: str, n_mels: int = 80
     return rend, feat, comps
 
 
-def evaluate_model(model, renderer: Renderer, sources: list[str], split: str = "test", *, n_mels: int = 80,
+def evaluate_model(model, renderer: Renderer, sources: list, split: str = "test", *, n_mels: int = 80,
                    pad_to_30s: bool = False, max_per_task: int | None = None, batch_rows: int = 256,
                    progress: bool = True) -> dict:
-    """Score every task of `split` in the shard folders `sources` (see the module docstring)."""
+    """Score every task of `split` in `sources` (shard folders or SourceConfigs; see the module docstring)."""
     rend, feat, comps = prepare(renderer, sources, split, n_mels, pad_to_30s)
     tallies = {}
     for c in comps:

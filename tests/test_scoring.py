@@ -119,6 +119,16 @@ def test_max_per_task_keeps_the_first_samples(model, reference, fsdd_shards, ren
         assert m["majority"] == max(Counter(r[2] for r in first).values()) / 7
 
 
+def test_source_task_filter_limits_scoring(model, reference, fsdd_shards, renderer):
+    """A run trained on some tasks of a folder (a mixture source with `tasks`) is scored on those only."""
+    from qwen_audio_mt.data.mixture import SourceConfig
+    src = SourceConfig(str(fsdd_shards), weight=2.0, tasks=("fsdd_speaker",))
+    out = scoring.evaluate_model(model, renderer, [src], max_per_task=5, progress=False)
+    assert list(out["tasks"]) == ["fsdd_speaker"] and out["tasks"]["fsdd_speaker"]["n"] == 5
+    first = reference["fsdd_speaker"][:5]
+    assert out["tasks"]["fsdd_speaker"]["accuracy"] == sum(r[1] == r[2] for r in first) / 5
+
+
 def doctored(model, renderer, favour: str | None):
     """A copy whose LM head gives `favour`'s token a +1000 logit everywhere (None: a zero head,
     every logit equal, so every candidate ties)."""
