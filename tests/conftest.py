@@ -67,7 +67,8 @@ def fsdd_shards(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory):
-    """The embedded corpus at scale 0.05 (8 train, 1 valid, 2 test items per task) in
+    """The embedded corpus at scale 0.05 (8 train, 1 valid, 2 test items per task; more train
+    items for closed-label tasks, per tags/corpus/counts.yaml) in
     ROOT/embedded; returns ROOT, to pass as `paths.shards=ROOT` to training configs."""
     from qwen_audio_mt.data.corpus.build import CorpusConfig, build_corpus
     from qwen_audio_mt.data.shards import ShardConfig

@@ -1,6 +1,7 @@
 """Build the embedded corpus: every registry task, train/valid/test, through the ingest path.
 
-Item counts per task: train 160, valid 20, test 40, times --scale. Seeds: item i of task t in
+Item counts per task: tags/corpus/counts.yaml (train 160, valid 20, test 40; more train items
+for closed-label tasks), times --scale. Seeds: item i of task t in
 split s is generated from np.random.default_rng([seed, split#, crc32(t), i]), so any item can be
 made alone (a resumed build skips finished ones without generating them) and the corpus is the
 same on every machine.
@@ -10,9 +11,11 @@ from __future__ import annotations
 import importlib
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ...tasks import load_tasks
 from ..build import build
@@ -21,17 +24,32 @@ from ..shards import Job, ShardConfig, Stream
 from .base import GENERATORS, SPLITS, SourceMissing
 
 MODULES = ("speech", "fsdd", "sound", "music", "instruct")
-BASE_COUNTS = {"train": 160, "valid": 20, "test": 40}
 CORPUS_VERSION = "1"
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    scale: float = 1.0   # multiplies BASE_COUNTS (at least 1 item per task and split)
+    scale: float = 1.0   # multiplies the counts of tags/corpus/counts.yaml (at least 1 item each)
     seed: int = 0
 
-    def count(self, split: str) -> int:
-        return max(1, round(BASE_COUNTS[split] * self.scale))
+    def count(self, split: str, task: str) -> int:
+        spec = base_counts()
+        return max(1, round(spec["tasks"].get(task, {}).get(split, spec["default"][split]) * self.scale))
+
+
+@lru_cache(maxsize=1)
+def base_counts() -> dict:
+    """Items per split, with per-task exceptions (tags/corpus/counts.yaml)."""
+    from ...paths import tags_dir
+    spec = yaml.safe_load((tags_dir() / "corpus" / "counts.yaml").read_text(encoding="utf-8"))
+    spec.setdefault("tasks", {})
+    unknown = sorted(set(spec["tasks"]) - set(load_tasks().names))
+    if unknown:
+        raise ValueError(f"tags/corpus/counts.yaml: unknown task(s) {unknown}")
+    for task, counts in spec["tasks"].items():
+        if set(counts) - set(SPLITS):
+            raise ValueError(f"tags/corpus/counts.yaml: task {task}: unknown split(s) {sorted(set(counts) - set(SPLITS))}")
+    return spec
 
 
 def load_generators() -> dict:
@@ -68,7 +86,7 @@ def available_tasks(cfg: CorpusConfig) -> tuple[list[str], dict[str, str]]:
 
 def corpus_streams(tasks: list[str], cfg: CorpusConfig) -> list[Stream]:
     return [Stream(split, task, [Job(f"{task}-{split}-{i:06d}", "embedded", make_item, (task, split, i, cfg.seed))
-                                 for i in range(cfg.count(split))])
+                                 for i in range(cfg.count(split, task))])
             for split in SPLITS for task in tasks]
 
 
@@ -78,7 +96,9 @@ def source_info(cfg: CorpusConfig, skipped: dict) -> dict:
     files = sorted(p for p in tags_dir().rglob("*.yaml"))
     sums = {str(p.relative_to(tags_dir())): f"{zlib.crc32(p.read_bytes()):08x}" for p in files}
     return {"name": "embedded", "corpus_version": CORPUS_VERSION, "scale": cfg.scale, "seed": cfg.seed,
-            "counts": {s: cfg.count(s) for s in SPLITS}, "tag_checksums_crc32": sums, "skipped": skipped}
+            "counts": {s: cfg.count(s, "") for s in SPLITS},
+            "task_counts": {t: {s: cfg.count(s, t) for s in c} for t, c in base_counts()["tasks"].items()},
+            "tag_checksums_crc32": sums, "skipped": skipped}
 
 
 def build_corpus(out: Path, cfg: CorpusConfig = CorpusConfig(), shard_cfg: ShardConfig = ShardConfig(),

@@ -30,8 +30,12 @@ def test_every_available_task_in_every_split(corpus):
     assert set(tasks) | set(skipped) == set(load_tasks().names)
     assert len(tasks) >= 35, skipped
     assert set(index["tasks"]) == set(tasks)
+    small = CorpusConfig(scale=float(SCALE))
     for task in tasks:
-        assert index["tasks"][task]["splits"] == {"train": 8, "valid": 1, "test": 2}, task
+        assert index["tasks"][task]["splits"] == {s: small.count(s, task) for s in ("train", "valid", "test")}, task
+    assert index["tasks"]["asr"]["splits"] == {"train": 8, "valid": 1, "test": 2}   # the default 160/20/40
+    assert index["tasks"]["music_pitch"]["splits"] == {"train": 80, "valid": 1, "test": 2}  # counts.yaml: 1600
+    assert index["tasks"]["gender"]["splits"]["train"] == 32                               # counts.yaml: 640
     assert index["quarantine"]["total"] == 0, index["quarantine"]
     assert index["source"]["skipped"] == skipped
     per_domain = Counter(load_tasks().get(t).domain for t in tasks)
@@ -74,3 +78,24 @@ def test_sigkill_halfway_then_rerun_gives_the_same_index(corpus, tmp_path):
     assert not (out / "index.json").exists(), "the build finished before it could be killed"
     subprocess.run(cmd, check=True, capture_output=True)
     assert (out / "index.json").read_text() == (clean / "index.json").read_text()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("  digit_recogniton: {train: 10}\n", r"unknown task\(s\) \['digit_recogniton'\]"),
+    ("  asr: {training: 10}\n", r"task asr: unknown split\(s\) \['training'\]"),
+])
+def test_counts_file_typos_are_refused(tmp_path, monkeypatch, entry, message):
+    import shutil
+
+    from qwen_audio_mt.data.corpus import build as corpus_build
+    from qwen_audio_mt.paths import TAGS_ENV, tags_dir
+    tags = tmp_path / "tags"
+    shutil.copytree(tags_dir(), tags)
+    (tags / "corpus" / "counts.yaml").write_text("default: {train: 1, valid: 1, test: 1}\ntasks:\n" + entry)
+    monkeypatch.setenv(TAGS_ENV, str(tags))
+    corpus_build.base_counts.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=message):
+            CorpusConfig().count("train", "asr")
+    finally:
+        corpus_build.base_counts.cache_clear()
