@@ -1,6 +1,9 @@
 """LightningModule: loss, per-task loss, AdamW + warmup/cosine, NaN-safe steps.
 
-- Loss: mean token cross-entropy on label tokens; per-task loss (mean over the task's samples in
+- Loss: cross-entropy on label tokens, reduced per `loss_reduction`: "token" (the mean over every
+  label token of the batch, as Qwen-Audio and HF models do: a 40-token caption weighs 20x a
+  one-token class label) or "sample" (each sample's mean token loss, then the mean over samples:
+  every sample weighs the same, whatever its target length). Per-task loss (mean over the task's samples in
   the batch) and token accuracy logged every `log_every` steps.
 - AdamW: weight decay on matrices only (no decay on norms, biases, the bos/eos vectors, or on
   embeddings whose old rows are frozen, which decay would otherwise still move).
@@ -30,6 +33,11 @@ class OptimConfig:
     warmup_steps: int = 100
     total_steps: int = 10_000       # the cosine's end (set to the trainer's max_steps)
     min_lr_ratio: float = 0.1
+    loss_reduction: str = "token"   # "token" | "sample" (see the module docs)
+
+    def __post_init__(self):
+        if self.loss_reduction not in ("token", "sample"):
+            raise ValueError(f"optim.loss_reduction must be 'token' or 'sample', not {self.loss_reduction!r}")
 
 
 def lr_lambda(cfg: OptimConfig):
@@ -54,9 +62,18 @@ class AudioLMModule(L.LightningModule):
         return self.model(batch["input_ids"], batch["attention_mask"], batch["mel"], batch["mel_lengths"],
                           batch["labels"])
 
+    def _loss(self, out) -> torch.Tensor:
+        if self.optim_cfg.loss_reduction == "token":
+            return out.loss
+        has = out.sample_tokens > 0
+        if not has.any():  # no label token at all: out.loss is a zero that keeps the graph
+            return out.loss
+        return -(out.sample_logprob[has] / out.sample_tokens[has]).mean()
+
     def training_step(self, batch, batch_idx):
         out = self._forward(batch)
-        finite = torch.isfinite(out.loss).float()
+        loss = self._loss(out)
+        finite = torch.isfinite(loss).float()
         if self.trainer.world_size > 1:  # every rank must skip together
             finite = self.trainer.strategy.reduce(finite, reduce_op="min")
         if finite.item() < 1:
@@ -64,11 +81,11 @@ class AudioLMModule(L.LightningModule):
             self.log("train/nan_skipped", float(self.nan_skipped), rank_zero_only=True)
             return None
         bs = len(batch["task_index"])
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes logs at
             self._log_tasks("train", batch, out)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
-        return out.loss
+        return loss
 
     def _log_tasks(self, stage: str, batch, out, **kw) -> None:
         loss = -(out.sample_logprob / out.sample_tokens.clamp(min=1)).detach()
@@ -81,7 +98,7 @@ class AudioLMModule(L.LightningModule):
         out = self._forward(batch)
         bs = len(batch["task_index"])
         acc = out.sample_correct.sum() / out.sample_tokens.sum().clamp(min=1)
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/loss", self._loss(out), prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val/token_acc", acc, batch_size=bs, sync_dist=True)
         return out.loss
 
