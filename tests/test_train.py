@@ -24,6 +24,7 @@ from qwen_audio_mt.train import CONF_DIR, data_config, job_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 TRAINERS = sorted(p.stem for p in (Path(CONF_DIR) / "trainer").glob("*.yaml"))
+LOGGERS = sorted(p.stem for p in (Path(CONF_DIR) / "logger").glob("*.yaml"))
 
 # the tiny default, shrunk further: a 30-step run takes seconds on 2 cores
 SHRINK = ["model.encoder.n_state=64", "model.encoder.n_head=2", "model.encoder.n_layer=1",
@@ -227,6 +228,19 @@ def test_trainer_strategy_instantiates(name, tmp_path):
         pytest.importorskip("deepspeed", reason="trainer=deepspeed needs `pip install deepspeed` (GPU machine)")
     from lightning.pytorch.strategies import Strategy
     assert isinstance(instantiate(strategy), Strategy)
+
+
+@pytest.mark.parametrize("name", LOGGERS)
+def test_logger_group_writes_into_the_run_folder(name, tmp_path):
+    cfg = compose_train(tmp_path, f"logger={name}")
+    for logger in (instantiate(c) for c in cfg.logger.values()):
+        logger.log_metrics({"train/loss": 1.5}, step=3)
+        logger.finalize("success")
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == ({"logs", "tensorboard"} if name == "tensorboard" else {"logs"})
+    assert "1.5" in (tmp_path / "logs" / "metrics.csv").read_text()
+    if name == "tensorboard":
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
 # ---------------------------------------------------------------------------- a short real run
