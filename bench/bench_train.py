@@ -26,7 +26,8 @@ from qwen_audio_mt.model.builders import ModelConfig
 
 SHARDS = ROOT / "shards" / "embedded"
 STEPS = 20
-LIMITS = BatchLimits(max_audio_seconds=120.0, max_tokens=8192, max_batch_size=32, pool=1024)
+# the training default's batch limits (pool 256: mixed-task batches), read where training reads them
+LIMITS = BatchLimits(**yaml.safe_load((ROOT / "conf" / "data" / "default.yaml").read_text())["loader"]["limits"])
 
 
 def model_cfg() -> ModelConfig:
