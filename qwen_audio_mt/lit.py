@@ -40,6 +40,11 @@ class OptimConfig:
             raise ValueError(f"optim.loss_reduction must be 'token' or 'sample', not {self.loss_reduction!r}")
 
 
+def sample_losses(out) -> torch.Tensor:
+    """[B] each sample's mean token loss (0 for a sample without label tokens)."""
+    return -(out.sample_logprob / out.sample_tokens.clamp(min=1))
+
+
 def lr_lambda(cfg: OptimConfig):
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -63,12 +68,11 @@ class AudioLMModule(L.LightningModule):
                           batch["labels"])
 
     def _loss(self, out) -> torch.Tensor:
-        if self.optim_cfg.loss_reduction == "token":
-            return out.loss
         has = out.sample_tokens > 0
-        if not has.any():  # no label token at all: out.loss is a zero that keeps the graph
+        # token mean, or no label token at all (out.loss is then a zero that keeps the graph)
+        if self.optim_cfg.loss_reduction == "token" or not has.any():
             return out.loss
-        return -(out.sample_logprob[has] / out.sample_tokens[has]).mean()
+        return sample_losses(out)[has].mean()
 
     def training_step(self, batch, batch_idx):
         out = self._forward(batch)
@@ -88,7 +92,7 @@ class AudioLMModule(L.LightningModule):
         return loss
 
     def _log_tasks(self, stage: str, batch, out, **kw) -> None:
-        loss = -(out.sample_logprob / out.sample_tokens.clamp(min=1)).detach()
+        loss = sample_losses(out).detach()
         for t in batch["task_index"].unique().tolist():
             sel = batch["task_index"] == t
             name = self.task_names[t]
@@ -98,9 +102,10 @@ class AudioLMModule(L.LightningModule):
         out = self._forward(batch)
         bs = len(batch["task_index"])
         acc = out.sample_correct.sum() / out.sample_tokens.sum().clamp(min=1)
-        self.log("val/loss", self._loss(out), prog_bar=True, batch_size=bs, sync_dist=True)
+        loss = self._loss(out)
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val/token_acc", acc, batch_size=bs, sync_dist=True)
-        return out.loss
+        return loss
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -221,10 +221,9 @@ def summarize(tasks: dict[str, dict]) -> dict:
 
 # ---------------------------------------------------------------------- entry point
 def eval_sources(sources: list) -> tuple[SourceConfig, ...]:
-    """Shard folders (str) or training sources; a source's `tasks` filter is kept (a run trained
-    on three tasks of a folder is scored on those three), its sampling weight is not."""
-    return tuple(SourceConfig(s.path, tasks=s.tasks) if isinstance(s, SourceConfig) else SourceConfig(str(s))
-                 for s in sources)
+    """Shard folders (str) or training sources as they are: a source's `tasks` filter holds (a run
+    trained on three tasks of a folder is scored on those three); weights play no part in scoring."""
+    return tuple(s if isinstance(s, SourceConfig) else SourceConfig(str(s)) for s in sources)
 
 
 def prepare(renderer: Renderer, sources: list, split: str, n_mels: int = 80,

@@ -32,23 +32,30 @@ class CorpusConfig:
     scale: float = 1.0   # multiplies the counts of tags/corpus/counts.yaml (at least 1 item each)
     seed: int = 0
 
-    def count(self, split: str, task: str) -> int:
+    def count(self, split: str, task: str | None = None) -> int:
+        """Items of `task` in `split` (None: the default for tasks without an entry)."""
         spec = base_counts()
         return max(1, round(spec["tasks"].get(task, {}).get(split, spec["default"][split]) * self.scale))
 
 
-@lru_cache(maxsize=1)
 def base_counts() -> dict:
-    """Items per split, with per-task exceptions (tags/corpus/counts.yaml)."""
+    """Items per split, with per-task exceptions (tags/corpus/counts.yaml of the current tags root)."""
     from ...paths import tags_dir
-    spec = yaml.safe_load((tags_dir() / "corpus" / "counts.yaml").read_text(encoding="utf-8"))
-    spec.setdefault("tasks", {})
+    return _read_counts(tags_dir() / "corpus" / "counts.yaml")
+
+
+@lru_cache(maxsize=4)
+def _read_counts(path: Path) -> dict:
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    spec["tasks"] = spec.get("tasks") or {}
+    if set(spec.get("default", {})) != set(SPLITS):
+        raise ValueError(f"{path}: default must give exactly the splits {list(SPLITS)}")
     unknown = sorted(set(spec["tasks"]) - set(load_tasks().names))
     if unknown:
-        raise ValueError(f"tags/corpus/counts.yaml: unknown task(s) {unknown}")
+        raise ValueError(f"{path}: unknown task(s) {unknown}")
     for task, counts in spec["tasks"].items():
         if set(counts) - set(SPLITS):
-            raise ValueError(f"tags/corpus/counts.yaml: task {task}: unknown split(s) {sorted(set(counts) - set(SPLITS))}")
+            raise ValueError(f"{path}: task {task}: unknown split(s) {sorted(set(counts) - set(SPLITS))}")
     return spec
 
 
@@ -96,7 +103,7 @@ def source_info(cfg: CorpusConfig, skipped: dict) -> dict:
     files = sorted(p for p in tags_dir().rglob("*.yaml"))
     sums = {str(p.relative_to(tags_dir())): f"{zlib.crc32(p.read_bytes()):08x}" for p in files}
     return {"name": "embedded", "corpus_version": CORPUS_VERSION, "scale": cfg.scale, "seed": cfg.seed,
-            "counts": {s: cfg.count(s, "") for s in SPLITS},
+            "counts": {s: cfg.count(s) for s in SPLITS},
             "task_counts": {t: {s: cfg.count(s, t) for s in c} for t, c in base_counts()["tasks"].items()},
             "tag_checksums_crc32": sums, "skipped": skipped}
 

@@ -80,22 +80,18 @@ def test_sigkill_halfway_then_rerun_gives_the_same_index(corpus, tmp_path):
     assert (out / "index.json").read_text() == (clean / "index.json").read_text()
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("  digit_recogniton: {train: 10}\n", r"unknown task\(s\) \['digit_recogniton'\]"),
-    ("  asr: {training: 10}\n", r"task asr: unknown split\(s\) \['training'\]"),
+@pytest.mark.parametrize("default, entry, message", [
+    ("{train: 1, valid: 1, test: 1}", "  digit_recogniton: {train: 10}\n", r"unknown task\(s\) \['digit_recogniton'\]"),
+    ("{train: 1, valid: 1, test: 1}", "  asr: {training: 10}\n", r"task asr: unknown split\(s\) \['training'\]"),
+    ("{train: 1, test: 1}", "", r"default must give exactly the splits"),
 ])
-def test_counts_file_typos_are_refused(tmp_path, monkeypatch, entry, message):
+def test_counts_file_typos_are_refused(tmp_path, monkeypatch, default, entry, message):
     import shutil
 
-    from qwen_audio_mt.data.corpus import build as corpus_build
     from qwen_audio_mt.paths import TAGS_ENV, tags_dir
     tags = tmp_path / "tags"
     shutil.copytree(tags_dir(), tags)
-    (tags / "corpus" / "counts.yaml").write_text("default: {train: 1, valid: 1, test: 1}\ntasks:\n" + entry)
+    (tags / "corpus" / "counts.yaml").write_text(f"default: {default}\ntasks:\n{entry}")
     monkeypatch.setenv(TAGS_ENV, str(tags))
-    corpus_build.base_counts.cache_clear()
-    try:
-        with pytest.raises(ValueError, match=message):
-            CorpusConfig().count("train", "asr")
-    finally:
-        corpus_build.base_counts.cache_clear()
+    with pytest.raises(ValueError, match=message):
+        CorpusConfig().count("train", "asr")
