@@ -14,10 +14,13 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from .audio import MAX_AUDIO_POSITIONS, n_audio_positions
-from .targets import TargetError, render_target
-from .tasks import LANGUAGE_SLOTS, Target, Task, TaskError, TaskRegistry, load_tasks
+from .targets import TargetError, render_target, target_for
+from .tasks import LANGUAGE_SLOTS, Task, TaskError, TaskRegistry, load_tasks
 from .tags import Text
 from .tokenizer import Tokenizer, TokenizerSpec
+
+
+IGNORE = -100  # label of positions without loss (loss_mask 0; PyTorch cross-entropy's ignore_index)
 
 
 class Rendered(NamedTuple):
@@ -132,11 +135,8 @@ class Renderer:
                 ids.extend(run)
             else:
                 ids.extend(self._field_ids(task, run, sample))
-        target = task.target
-        if timestamps and target.kind == "text":
-            target = Target("words", "words")  # a timestamped transcript is the SRWT form
         try:
-            tgt = render_target(target, sample, self.tok, task.name)
+            tgt = render_target(target_for(task, timestamps), sample, self.tok, task.name)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, TargetError):
                 raise

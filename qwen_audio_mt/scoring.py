@@ -33,7 +33,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
-from .data.collate import IGNORE, Example
+from .data.collate import Example
+from .render import IGNORE
 from .data.loader import Featurizer, LoaderConfig
 from .data.mixture import Component, MixtureConfig, SourceConfig, components, label_sets
 from .data.stream import SkipCounter, eval_samples

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .tasks import Target
+from .tasks import Target, Task
 from .tokenizer import Tokenizer
 
 
@@ -169,6 +169,14 @@ def _join(parts: list[list[int]], sep: int) -> list[int]:
     for i, p in enumerate(parts):
         out += ([sep] if i else []) + p
     return out
+
+
+def target_for(task: Task, timestamps: bool = False) -> Target:
+    """The target a sample of `task` renders (and a model's output parses) as: a timestamped
+    transcript is the SRWT word form."""
+    if timestamps and task.target.kind == "text":
+        return Target("words", "words")
+    return task.target
 
 
 def render_target(target: Target, sample: Mapping, tok: Tokenizer, task: str) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 
 from conftest import need_data
 from qwen_audio_mt import scoring
-from qwen_audio_mt.data.collate import IGNORE
+from qwen_audio_mt.render import IGNORE
 from qwen_audio_mt.model.builders import LLMConfig, ModelConfig, build_model
 from qwen_audio_mt.model.encoder import EncoderConfig
 

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from ..audio import CHUNK_SECONDS
-
-IGNORE = -100  # label of positions without loss (PyTorch cross-entropy's ignore_index)
+from ..render import IGNORE
 
 
 @dataclass

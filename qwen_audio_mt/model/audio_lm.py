@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.collate import IGNORE
+from ..render import IGNORE
 from .adapter import AudioAdapter
 from .encoder import WhisperEncoder
 

@@ -9,7 +9,8 @@ import torch
 import whisper
 
 from qwen_audio_mt.data.augment import AugmentConfig
-from qwen_audio_mt.data.collate import IGNORE, BatchLimits, frame_efficiency
+from qwen_audio_mt.data.collate import BatchLimits, frame_efficiency
+from qwen_audio_mt.render import IGNORE
 from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig, mixture_z_scores
 from qwen_audio_mt.data.loader import LoaderConfig
 from qwen_audio_mt.data.mixture import MixtureConfig, MixtureError, SourceConfig, components, probabilities
