@@ -124,17 +124,28 @@ class Renderer:
             return n_audio_positions(float(sample["duration"]))
         return None
 
-    def render(self, sample: Mapping, n_audio: int | None = None) -> Rendered:
+    def audio_span(self, n_audio: int) -> list[int]:
+        """<audio>, n placeholders, </audio>."""
+        return [self._audio[0], *([self._audio[1]] * n_audio), self._audio[2]]
+
+    def prefix(self, sample: Mapping, n_audio: int | None = None) -> list[int]:
+        """The ids a model is given: the audio span and the prompt (what `render` puts before the
+        target). `sample` needs the task, its languages and the free text its prompt takes."""
         task = self.task(sample["task"])
-        timestamps = bool(sample.get("timestamps", False))
         a, t = self.languages(task, sample.get("audio_lang"), sample.get("text_lang"))
         n = n_audio if n_audio is not None else self.n_audio(sample)
-        ids = [] if n is None else [self._audio[0], *([self._audio[1]] * n), self._audio[2]]
-        for run in self._compile(task, a, t, timestamps):
+        ids = [] if n is None else self.audio_span(n)
+        for run in self._compile(task, a, t, bool(sample.get("timestamps", False))):
             if isinstance(run, tuple):
                 ids.extend(run)
             else:
                 ids.extend(self._field_ids(task, run, sample))
+        return ids
+
+    def render(self, sample: Mapping, n_audio: int | None = None) -> Rendered:
+        task = self.task(sample["task"])
+        timestamps = bool(sample.get("timestamps", False))
+        ids = self.prefix(sample, n_audio)
         try:
             tgt = render_target(target_for(task, timestamps), sample, self.tok, task.name)
         except (KeyError, TypeError, ValueError) as e:

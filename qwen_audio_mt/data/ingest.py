@@ -96,7 +96,12 @@ def sanitize_key(key: str) -> str:
 def decode(item: RawItem) -> tuple[np.ndarray, int]:
     if item.audio is not None:
         return np.asarray(item.audio), int(item.sr or SAMPLE_RATE)
-    path = Path(item.path) if item.path is not None else None
+    return decode_file(item.path)
+
+
+def decode_file(path: str | Path | None) -> tuple[np.ndarray, int]:
+    """(samples [n] or [n, channels], rate) of an audio file; Reject with the reason otherwise."""
+    path = Path(path) if path is not None else None
     if path is None or not path.exists():
         raise Reject("missing_file", str(path))
     if path.stat().st_size == 0:
@@ -118,6 +123,15 @@ def to_mono_16k(audio: np.ndarray, sr: int, quality: str = "HQ") -> np.ndarray:
         raise Reject("non_finite", f"{int(np.sum(~np.isfinite(audio)))} NaN/Inf samples")
     if sr != SAMPLE_RATE:
         audio = soxr.resample(audio, sr, SAMPLE_RATE, quality=quality).astype(np.float32)
+    return audio
+
+
+def load_audio(path: str | Path, cfg: IngestConfig = IngestConfig()) -> np.ndarray:
+    """Any file soundfile reads -> 16-kHz mono float32, by the same decode and resampling as
+    ingest (for inference); Reject (missing, empty, undecodable, non-finite, too short) otherwise."""
+    audio = to_mono_16k(*decode_file(path), quality=cfg.resample_quality)
+    if len(audio) / SAMPLE_RATE < cfg.min_seconds:
+        raise Reject("too_short", f"{len(audio) / SAMPLE_RATE:.3f} s < {cfg.min_seconds} s")
     return audio
 
 

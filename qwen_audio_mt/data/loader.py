@@ -18,16 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import whisper
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..audio import MAX_AUDIO_POSITIONS, N_SAMPLES, n_encoder_frames, n_mel_frames, n_pooled_positions
 from ..render import Renderer
 from ..targets import TargetError
 from ..tasks import TaskError
 from ..tokenizer import Tokenizer, TokenizerSpec
 from .augment import AugmentConfig, Augmenter
 from .collate import BatchLimits, Example, bucket, collate
+from .features import log_mel
 from .mixture import Component
 from .stream import SkipCounter, eval_samples, train_samples
 
@@ -64,24 +63,21 @@ def reader_info(rank: int, world: int) -> tuple[int, int, int, int]:
 class Featurizer:
     """Decoded sample -> Example: augmentation (train), log-mel, rendered ids."""
 
-    def __init__(self, cfg: LoaderConfig, label_sets: dict, train: bool):
+    def __init__(self, cfg: LoaderConfig, label_sets: dict, train: bool, renderer: Renderer | None = None):
+        """`renderer`: the caller's (evaluation renders with a checkpoint's own tokenizer and
+        registry); by default one from the loader's tokenizer spec and the label sets."""
         self.cfg, self.train = cfg, train
-        self.renderer = Renderer(Tokenizer.from_spec(cfg.tokenizer), pad_to_30s=cfg.pad_to_30s,
-                                 label_sets=label_sets)
+        self.renderer = renderer or Renderer(Tokenizer.from_spec(cfg.tokenizer), pad_to_30s=cfg.pad_to_30s,
+                                             label_sets=label_sets)
         self.augmenter = Augmenter(cfg.augment, self.renderer.registry) if train else None
         self.audio_start = self.renderer.tok.role_id("audio_start")
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> Example:
         if self.augmenter is not None:
             sample = self.augmenter.wave(sample, rng)
-        audio = torch.from_numpy(np.ascontiguousarray(sample["audio"]))
-        frames = n_mel_frames(len(audio))
-        if self.cfg.pad_to_30s:
-            audio = whisper.pad_or_trim(audio, N_SAMPLES)
-        mel = whisper.log_mel_spectrogram(audio, self.cfg.n_mels)
+        mel, frames, n_audio = log_mel(sample["audio"], self.cfg.n_mels, self.cfg.pad_to_30s)
         if self.augmenter is not None:
             mel = self.augmenter.spec(mel, rng)
-        n_audio = MAX_AUDIO_POSITIONS if self.cfg.pad_to_30s else n_pooled_positions(n_encoder_frames(mel.shape[1]))
         ids, mask = self.renderer.render(sample, n_audio=n_audio)
         return Example(str(sample.get("key")), sample["task"], self.renderer.registry.index[sample["task"]],
                        mel, frames, ids, mask, ids.index(self.audio_start) + 1, n_audio, float(sample["duration"]))
