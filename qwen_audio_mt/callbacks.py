@@ -57,3 +57,50 @@ class MixtureMonitor(L.Callback):
             pl_module.log(f"mix/{task}", share, rank_zero_only=True)
         for reason, n in dm.state.skipped.items():
             pl_module.log(f"skipped/{reason}", float(n), rank_zero_only=True)
+
+
+class ValidationMetrics(L.Callback):
+    """The evaluation's registry metrics on a fixed, seeded subset of the validation split
+    (`per_task` clips of every task, the same clips at every check), after each validation run
+    (every `val_check_interval`). Logged as `val/<task>/<metric>` and `val/aggregate` (the mean
+    margin over the baselines, in points: evaluation.py), which ModelCheckpoint can monitor
+    (`monitor: val/aggregate, mode: max`). Rank 0 scores; every rank logs the same numbers."""
+
+    def __init__(self, per_task: int = 8, seed: int = 0, batch_size: int = 32, max_new_tokens: int = 128):
+        self.per_task, self.seed = per_task, seed
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self._cache = None  # (sources, keys, renderer, baselines), built at the first check
+
+    def _setup(self, trainer):
+        from .evaluation import eval_renderer, subset_keys
+        from .baselines import train_targets
+        from .render import Renderer
+        from .tokenizer import Tokenizer
+        dm = trainer.datamodule
+        sources = list((dm.cfg.eval_mixture or dm.cfg.mixture).sources)
+        keys = subset_keys(sources, dm.cfg.valid_split, self.per_task, self.seed)
+        loader = dm.cfg.loader
+        rend = eval_renderer(Renderer(Tokenizer.from_spec(loader.tokenizer), label_sets=dm.label_sets or None),
+                             sources, loader.pad_to_30s)
+        return sources, keys, rend, train_targets(rend, sources, "train")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.datamodule is None:
+            return
+        flat = None
+        if trainer.is_global_zero:
+            from .evaluation import EvalConfig, evaluate_model
+            if self._cache is None:
+                self._cache = self._setup(trainer)
+            sources, keys, rend, baselines = self._cache
+            dm = trainer.datamodule
+            cfg = EvalConfig(split=dm.cfg.valid_split, keys=keys, pad_to_30s=dm.cfg.loader.pad_to_30s,
+                             batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False)
+            metrics = evaluate_model(pl_module.model, rend, sources, cfg, baselines=baselines)
+            flat = {f"val/{t}/{m['metric']}": float(m["value"]) for t, m in metrics["tasks"].items()
+                    if m.get("value") is not None}
+            if metrics["summary"]["aggregate"] is not None:
+                flat["val/aggregate"] = float(metrics["summary"]["aggregate"])
+        flat = trainer.strategy.broadcast(flat, src=0)
+        for key, value in flat.items():
+            pl_module.log(key, value, prog_bar=key == "val/aggregate", sync_dist=False)

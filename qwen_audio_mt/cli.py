@@ -9,12 +9,13 @@ import argparse
 import json
 import sys
 
+from .errors import UserError
 from .tags import TagGrammarError, Text
 from .tasks import TaskError
 from .tokenizer import TokenizerError
 from .targets import TargetError
 
-USER_ERRORS = (TaskError, TokenizerError, TargetError, TagGrammarError, FileNotFoundError)
+USER_ERRORS = (UserError, TaskError, TokenizerError, TargetError, TagGrammarError, FileNotFoundError)
 
 
 class CliError(Exception):
@@ -120,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_verbs():
     """Verbs defined beside the code they drive (data building, training...)."""
+    from . import commands
     from .data import commands as data_commands
-    return [data_commands.register]
+    return [data_commands.register, commands.register]
 
 
 def main(argv=None) -> int:

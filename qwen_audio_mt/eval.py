@@ -1,32 +1,56 @@
-"""Evaluation: score a model on a split, write metrics.json / metrics.md / loss_curve.png.
+"""Evaluation entry point: every task of a split scored with its registry metric, beside a baseline.
 
-    python -m qwen_audio_mt.eval model=outputs/train/RUN/export          # an export folder
-    python -m qwen_audio_mt.eval model=outputs/train/RUN/checkpoints/last.ckpt split=valid
+    make eval ARGS="model=outputs/train/RUN/export"                           # an export folder
+    python -m qwen_audio_mt.eval model=outputs/train/RUN/checkpoints/last.ckpt eval.split=valid
+    python -m qwen_audio_mt.eval model=DIR 'sources=[shards/librispeech]' eval.max_per_task=50
 
-`evaluate(cfg)` is the plain function behind the Hydra wrapper; `evaluate_run` is what
-training calls at its end.
+Prints one table (task, metric, value, baseline, margin, n) and writes metrics.json, metrics.md,
+metrics.png (value against baseline per task) and loss_curve.png into `out` (default
+outputs/eval/DATE). The config is the `EvalJob` dataclass, registered in Hydra's ConfigStore
+rather than read from conf/: `model=` is then a plain value (with conf/ on the search path,
+Hydra reads `model=` as training's conf/model/ group and refuses the override).
+`evaluate(cfg)` is the plain function behind the Hydra wrapper; `evaluate_run` is what training
+calls at its end.
 """
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: E402
 
-from .config import plain  # noqa: E402
+from .config import from_dict, plain  # noqa: E402
+from .evaluation import EvalConfig  # noqa: E402
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT = "${oc.env:QWEN_AUDIO_MT_ROOT,${hydra:runtime.cwd}}"  # as conf/paths/default.yaml's root
 
 
-def _score_and_report(model, renderer, sources: list, run_dir: Path, split: str, n_mels: int,
-                      pad_to_30s: bool, max_per_task, metrics_csv: Path | None) -> dict:
+@dataclass
+class EvalJob:
+    model: str = MISSING                 # an export folder or a Lightning checkpoint (.ckpt)
+    sources: list[str] = field(default_factory=lambda: [f"{ROOT}/shards/embedded"])
+    out: str = "${hydra:runtime.output_dir}"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_store = ConfigStore.instance()
+_store.store(name="eval_job", node=EvalJob)
+_store.store(name="eval", node={"defaults": ["eval_job", "_self_"],
+                                "hydra": {"run": {"dir": f"{ROOT}/outputs/eval/${{now:%Y-%m-%d_%H-%M-%S}}"},
+                                          "job": {"chdir": False}}})
+
+
+def score_and_report(model, renderer, sources: list, run_dir: Path, cfg: EvalConfig,
+                     metrics_csv: Path | None = None) -> dict:
+    from .evaluation import evaluate_model
     from .report import format_table, write_report
-    from .scoring import evaluate_model
-    metrics = evaluate_model(model, renderer, sources, split, n_mels=n_mels, pad_to_30s=pad_to_30s,
-                             max_per_task=max_per_task)
+    metrics = evaluate_model(model, renderer, sources, cfg)
     files = write_report(metrics, run_dir, metrics_csv)
     print(format_table(metrics))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
@@ -36,46 +60,37 @@ def _score_and_report(model, renderer, sources: list, run_dir: Path, split: str,
 def evaluate_run(model, datamodule, run_dir: Path, cfg: DictConfig) -> dict:
     """The end of a training run: its model, its eval sources, its run folder."""
     from .render import Renderer
-    raw = plain(cfg)
+    from .tokenizer import Tokenizer
     loader = datamodule.cfg.loader
     mixture = datamodule.cfg.eval_mixture or datamodule.cfg.mixture
-    renderer = Renderer(label_sets=datamodule.label_sets or None, pad_to_30s=loader.pad_to_30s,
-                        tokenizer=None if loader.tokenizer is None else _tokenizer(loader.tokenizer))
+    tok = None if loader.tokenizer is None else Tokenizer.from_spec(loader.tokenizer)
+    renderer = Renderer(tok, label_sets=datamodule.label_sets or None, pad_to_30s=loader.pad_to_30s)
+    ecfg = from_dict(EvalConfig, {**plain(cfg).get("eval", {}), "pad_to_30s": loader.pad_to_30s})
     csv = Path(run_dir) / "logs" / "metrics.csv"
-    return _score_and_report(model.eval(), renderer, list(mixture.sources), Path(run_dir),
-                             raw["eval"]["split"], loader.n_mels, loader.pad_to_30s, raw["eval"]["max_per_task"],
-                             csv if csv.exists() else None)
-
-
-def _tokenizer(spec):
-    from .tokenizer import Tokenizer
-    return Tokenizer.from_spec(spec)
-
-
-def load_any(path: str):
-    """(model, renderer, n_mels) from an export folder or a Lightning checkpoint."""
-    from .model.export import load_checkpoint, load_exported
-    from .render import Renderer
-    p = Path(path)
-    if p.is_dir():
-        model, tok, renderer = load_exported(p)
-        return model, renderer, model.encoder.cfg.n_mels
-    model, cfg = load_checkpoint(p)
-    return model, Renderer(_tokenizer(cfg.tokenizer)), cfg.encoder.n_mels
+    return score_and_report(model.eval(), renderer, list(mixture.sources), Path(run_dir), ecfg,
+                            csv if csv.exists() else None)
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    from .model.export import ModelLoadError, load_model
+    if OmegaConf.is_missing(cfg, "model"):
+        raise ModelLoadError('no model given: make eval ARGS="model=outputs/train/RUN/export" (an export '
+                             "folder or a .ckpt)")
     raw = plain(cfg)
-    model, renderer, n_mels = load_any(raw["model"])
+    model, renderer = load_model(raw["model"])
     out = Path(raw["out"])
     out.mkdir(parents=True, exist_ok=True)
-    return _score_and_report(model, renderer, list(raw["sources"]), out, raw["split"], n_mels,
-                             raw["pad_to_30s"], raw["max_per_task"], None)
+    return score_and_report(model, renderer, list(raw["sources"]), out, from_dict(EvalConfig, raw["eval"]))
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=None, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    from .errors import UserError
+    try:
+        evaluate(cfg)
+    except UserError as e:  # a bad path or value: one line, no traceback
+        print(f"qwen_audio_mt.eval: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ METRICS = ("wer", "cer", "bleu", "cider", "accuracy", "f1", "timestamp_shift")
 TARGET_KINDS = ("text", "label", "tag", "number", "words", "spans", "multilabel", "transcripts",
                 "entities", "slots", "tag_seq", "composite")
 LANGUAGE_SLOTS = ("audio_lang", "text_lang")
+LONG_AUDIO = ("reject", "window", "concat")
+CONCAT_KINDS = ("text", "words", "spans", "tag_seq")  # targets whose windows' answers can be joined
 # <|...|>, <audio>, </audio>, or {placeholder}; everything between is literal free text.
 _PIECE = re.compile(r"(<\|[^<>|]+\|>|</?audio>|\{[a-z_]+\})")
 
@@ -51,7 +53,7 @@ class Task:
     target: Target
     metric: str
     defaults: dict = field(default_factory=dict)
-    long_audio: str = "reject"      # "window": long clips are cut into windows keeping the labels
+    long_audio: str = "reject"      # reject | window (clip-level labels) | concat (answers joined); see longform.py
     speed_perturbation: bool = True  # False where labels depend on pitch/tempo
 
     @property
@@ -148,8 +150,10 @@ def _build(raw: dict, vocab: TagVocab) -> Task:
     pieces = parse_template(raw["prompt"])
     _check_template(pieces, target, vocab)
     long_audio = raw.get("long_audio", "reject")
-    if long_audio not in ("reject", "window"):
-        raise TaskError(f"long_audio {long_audio!r} is not 'reject' or 'window'")
+    if long_audio not in LONG_AUDIO:
+        raise TaskError(f"long_audio {long_audio!r} is not one of {', '.join(LONG_AUDIO)}")
+    if long_audio == "concat" and target.kind not in CONCAT_KINDS:
+        raise TaskError(f"long_audio 'concat' cannot join {target.kind!r} targets; only {', '.join(CONCAT_KINDS)}")
     return Task(raw["name"], raw["domain"], raw.get("family", raw["name"]),
                 raw.get("description", ""), raw["prompt"], pieces, target, raw["metric"], defaults,
                 long_audio, bool(raw.get("speed_perturbation", True)))

@@ -1,6 +1,8 @@
 """Shared fixtures: tokenizers on both bases, the renderer, and the shared real-data root."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from qwen_audio_mt.paths import data_available, data_missing_reason, data_root
@@ -75,3 +77,20 @@ def small_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     build_corpus(root / "embedded", CorpusConfig(scale=0.05), ShardConfig(workers=2), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def asr_shards(tmp_path_factory):
+    """Real FSDD clips as an open task (asr: the digit's word as the transcript)."""
+    from qwen_audio_mt.data.build import build
+    from qwen_audio_mt.data.convert import manifest
+    from qwen_audio_mt.data.shards import ShardConfig
+    words = "zero one two three four five six seven eight nine".split()
+    paths = sorted(need_data("fsdd").glob("*.wav"))[::150][:16]
+    lines = [json.dumps({"audio": str(p), "task": "asr", "audio_lang": "en", "split": "test",
+                         "text": f"{words[int(p.stem.split('_')[0])]}."}) for p in paths]
+    root = tmp_path_factory.mktemp("asr_shards")
+    (root / "m.jsonl").write_text("\n".join(lines) + "\n")
+    plan = manifest.plan(root / "m.jsonl")
+    build(plan.streams, root / "shards", ShardConfig(workers=1, max_samples=6), plan.source, progress=False)
+    return root / "shards", len(lines)

@@ -1,30 +1,42 @@
-"""Report files: metrics.json round-trips, metrics.md rows and summary, loss_curve.png drawn."""
+"""Report files: metrics.json round-trips, metrics.md rows (metric, value, baseline, margin, n)
+and summary, metrics.png and loss_curve.png drawn."""
 from __future__ import annotations
 
 import json
 import math
 
+from qwen_audio_mt.evaluation import summarize
+from qwen_audio_mt.metrics import margin_points
 from qwen_audio_mt.report import format_table, read_curves, write_report
-from qwen_audio_mt.scoring import summarize
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def closed(domain, n, acc, n_labels, majority, loss=2.0, tok=0.5):
+def closed(domain, n, acc, n_labels, majority, generated=0.1):
     chance = 1 / n_labels
     base = max(chance, majority)
-    return {"domain": domain, "kind": "closed", "metric": "accuracy", "n": n, "accuracy": acc, "chance": chance,
-            "majority": majority, "baseline": base, "margin_points": 100 * (acc - base), "loss": loss,
-            "token_accuracy": tok}
+    return {"domain": domain, "kind": "closed", "metric": "accuracy", "n": n, "value": acc, "higher_is_better": True,
+            "baseline": base, "baselines": {"chance": chance, "majority": majority},
+            "margin_points": margin_points("accuracy", acc, base), "generated": generated}
+
+
+def opened(domain, metric, n, value, baseline, higher=True):
+    return {"domain": domain, "kind": "open", "metric": metric, "n": n, "value": value, "higher_is_better": higher,
+            "baseline": baseline, "baselines": {"most_frequent": baseline},
+            "margin_points": margin_points(metric, value, baseline)}
 
 
 def metrics() -> dict:
     tasks = {
         "sound_event": closed("sound", 40, 0.55, 12, 0.15),         # beats chance and baseline by >= 20
         "digit_recognition": closed("speech", 60, 0.35, 10, 0.30),  # beats chance by 25, baseline by 5
-        "gender": closed("speech", 20, 0.6, 2, 0.55),               # beats neither
-        "asr": {"domain": "speech", "kind": "open", "metric": "wer", "n": 30, "loss": 3.25, "token_accuracy": 0.4},
+        "gender": closed("speech", 20, 0.6, 2, 0.55),
+        "asr": opened("speech", "wer", 30, 0.25, 1.0, higher=False),
+        "caption_clotho": opened("sound", "cider", 30, 0.512, 0.2),
+        "word_timestamps": opened("speech", "timestamp_shift", 30, 80.0, 200.0, higher=False),
+        "speech_translation": opened("speech", "bleu", 30, 12.34, 3.0),
         "instrument": closed("music", 16, 0.125, 8, 0.25),
+        "melody": opened("music", "wer", 0, None, None, higher=False),
     }
     return {"split": "test", "tasks": tasks, "summary": summarize(tasks)}
 
@@ -43,32 +55,41 @@ def write_csv(path, steps=200):
 
 def test_summary_counts():
     s = metrics()["summary"]
-    assert (s["closed_tasks"], s["open_tasks"]) == (4, 1)
-    assert (s["beat_chance_by_20"], s["beat_baseline_by_20"]) == (2, 1)
-    assert s["mean_open_token_accuracy"] == 0.4
+    assert (s["tasks"], s["scored"], s["closed_tasks"], s["open_tasks"]) == (9, 8, 4, 4)
+    assert s["beat_chance_by_20"] == 2
+    # margins: +40, +5, +5, +75 (wer), +31.2 (cider), +60 (shift, relative), +9.34 (bleu), -12.5
+    assert s["beat_baseline"] == 7
+    assert s["aggregate"] == (40 + 5 + 5 + 75 + 31.2 + 60 + 9.34 - 12.5) / 8
 
 
 def test_report_files(tmp_path):
     m = metrics()
     csv = write_csv(tmp_path / "metrics.csv")
     paths = write_report(m, tmp_path / "run", csv)
-    assert set(paths) == {"json", "md", "png"} and all(p.parent == tmp_path / "run" for p in paths.values())
+    assert set(paths) == {"json", "md", "chart", "png"} and all(p.parent == tmp_path / "run" for p in paths.values())
     assert json.loads(paths["json"].read_text()) == m
 
     md = paths["md"].read_text()
     assert md == format_table(m)
     rows = [line for line in md.splitlines() if line.startswith("| ")]
-    assert rows[0].split(" | ")[0] == "| task" and "margin (points)" in rows[0] and "token acc" in rows[0]
+    assert rows[0] == "| task | domain | metric | value | baseline | margin (points) | n | generated |"
     assert set(rows[1][1:-1].replace(" ", "").split("|")) == {"---"}
     names = [r.split(" | ")[0][2:] for r in rows[2:]]
-    assert names == ["instrument", "sound_event", "asr", "digit_recognition", "gender"]  # by domain, then name
-    assert all(len(r.split(" | ")) == 10 for r in rows)
-    digit = rows[2 + names.index("digit_recognition")]
-    assert "35.0%" in digit and "10.0%" in digit and "+5.0" in digit
-    assert "2 of 4 closed-label tasks beat chance by >= 20 points" in md
+    assert names == ["instrument", "melody", "caption_clotho", "sound_event", "asr", "digit_recognition", "gender",
+                     "speech_translation", "word_timestamps"]  # by domain, then name
+    cells = {r.split(" | ")[0][2:]: r[2:-2].split(" | ") for r in rows[2:]}
+    assert cells["digit_recognition"][3:] == ["35.0%", "30.0%", "+5.0", "60", "10.0%"]
+    assert cells["asr"][2:] == ["wer", "25.0%", "100.0%", "+75.0", "30", ""]
+    assert cells["caption_clotho"][3:5] == ["0.512", "0.200"] and cells["speech_translation"][3:5] == ["12.3", "3.0"]
+    assert cells["word_timestamps"][3:6] == ["80 ms", "200 ms", "+60.0"]
+    assert cells["melody"][3:7] == ["—", "—", "—", "0"]
+    assert "7 of 8 scored tasks beat their baseline; mean margin +26.6 points" in md
+    assert "2 of 4 closed-label tasks beat chance by >= 20 points; mean closed-label accuracy 40.6%" in md
+    assert "1 task without a value" in md
 
-    png = paths["png"].read_bytes()
-    assert png[:8] == PNG and len(png) > 5_000
+    for kind in ("chart", "png"):
+        png = paths[kind].read_bytes()
+        assert png[:8] == PNG and len(png) > 5_000
     curves = read_curves(csv)
     assert len(curves["train/loss"][0]) == 200 and len(curves["val/loss"][0]) == 4
 

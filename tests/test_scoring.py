@@ -1,16 +1,16 @@
-"""Scoring: label ranking against a per-candidate reference, baselines, caps, a doctored LM
-head, and open-task teacher forcing, on real FSDD shards with a tiny random model."""
+"""Likelihood scoring: label ranking against a per-candidate reference, a doctored LM head, and
+teacher forcing, on real FSDD shards with a tiny random model. (The per-task metrics built on
+them: test_evaluation.py.)"""
 from __future__ import annotations
 
 import copy
-import json
 from collections import Counter
 
 import pytest
 import torch
 
-from conftest import need_data
 from qwen_audio_mt import scoring
+from qwen_audio_mt.evaluation import EvalConfig, eval_renderer, read_items
 from qwen_audio_mt.render import IGNORE
 from qwen_audio_mt.model.builders import LLMConfig, ModelConfig, build_model
 from qwen_audio_mt.model.encoder import EncoderConfig
@@ -34,14 +34,18 @@ def model():
     return tiny_model()
 
 
+def eval_items(renderer, folder, split="test"):
+    """Every item of a split, by task, in shard order."""
+    rend = eval_renderer(renderer, [str(folder)], False)
+    by_task: dict[str, list] = {}
+    for task, it in read_items(rend, [str(folder)], EvalConfig(split=split), 80, Counter()):
+        by_task.setdefault(task, []).append(it)
+    return rend, by_task
+
+
 @pytest.fixture(scope="module")
 def items(fsdd_shards, renderer):
-    """Every test item of the fixture, by task, in shard order."""
-    rend, feat, comps = scoring.prepare(renderer, [str(fsdd_shards)], "test")
-    by_task: dict[str, list] = {}
-    for it in scoring.read_items(feat, comps, None, Counter()):
-        by_task.setdefault(it.sample["task"], []).append(it)
-    return rend, by_task
+    return eval_items(renderer, fsdd_shards)
 
 
 def forward_one(model, ids, mask, mel) -> tuple[float, float, float]:
@@ -72,6 +76,8 @@ def reference(model, items):
 
 
 def test_ranking_matches_per_candidate_reference(model, items, reference):
+    """Shared audio, candidate rows batched across clips: the same scores as one forward per
+    candidate with the clip's own mel."""
     rend, by_task = items
     assert {t: len(v) for t, v in by_task.items()} == TASKS
     for task, its in by_task.items():
@@ -83,50 +89,6 @@ def test_ranking_matches_per_candidate_reference(model, items, reference):
         assert torch.allclose(torch.tensor([r.scores for r in ranked]), torch.tensor([r[0] for r in ref]), atol=1e-4)
         assert torch.allclose(truth, torch.tensor([r[3] for r in ref]), atol=1e-4)
         assert len({r.pick for r in ranked}) > 1  # picks vary with the clip: the comparison has teeth
-
-
-def test_evaluate_model_metrics(model, items, reference, fsdd_shards, renderer):
-    rend, _ = items
-    index = json.loads((fsdd_shards / "index.json").read_text())
-    out = scoring.evaluate_model(model, renderer, [str(fsdd_shards)], "test", batch_rows=32, progress=False)
-    assert out["split"] == "test" and set(out["tasks"]) == set(TASKS)
-    for task, m in out["tasks"].items():
-        ref, labels = reference[task], rend.task(task).target.labels
-        assert m["n"] == TASKS[task] == index["tasks"][task]["splits"]["test"]
-        assert (m["kind"], m["domain"], m["metric"]) == ("closed", "speech", "accuracy")
-        assert m["accuracy"] == sum(r[1] == r[2] for r in ref) / len(ref)
-        assert m["chance"] == pytest.approx(1 / len(labels))
-        truths = Counter(r[2] for r in ref)
-        assert m["majority"] == max(truths.values()) / len(ref)
-        assert m["baseline"] == max(m["chance"], m["majority"])
-        assert m["margin_points"] == pytest.approx(100 * (m["accuracy"] - m["baseline"]))
-        lp, n, ok = (sum(r[3][i] for r in ref) for i in range(3))
-        assert m["loss"] == pytest.approx(-lp / n, rel=1e-5)
-        assert m["token_accuracy"] == pytest.approx(ok / n)
-    assert out["tasks"]["digit_recognition"]["chance"] == pytest.approx(0.1)
-    s = out["summary"]
-    assert s["closed_tasks"] == 2 and s["open_tasks"] == 0 and s["mean_open_token_accuracy"] is None
-    assert s["mean_closed_accuracy"] == pytest.approx(sum(m["accuracy"] for m in out["tasks"].values()) / 2)
-    assert s["beat_chance_by_20"] == sum(100 * (m["accuracy"] - m["chance"]) >= 20 for m in out["tasks"].values())
-
-
-def test_max_per_task_keeps_the_first_samples(model, reference, fsdd_shards, renderer):
-    out = scoring.evaluate_model(model, renderer, [str(fsdd_shards)], max_per_task=7, progress=False)
-    for task, m in out["tasks"].items():
-        first = reference[task][:7]
-        assert m["n"] == 7
-        assert m["accuracy"] == sum(r[1] == r[2] for r in first) / 7
-        assert m["majority"] == max(Counter(r[2] for r in first).values()) / 7
-
-
-def test_source_task_filter_limits_scoring(model, reference, fsdd_shards, renderer):
-    """A run trained on some tasks of a folder (a mixture source with `tasks`) is scored on those only."""
-    from qwen_audio_mt.data.mixture import SourceConfig
-    src = SourceConfig(str(fsdd_shards), weight=2.0, tasks=("fsdd_speaker",))
-    out = scoring.evaluate_model(model, renderer, [src], max_per_task=5, progress=False)
-    assert list(out["tasks"]) == ["fsdd_speaker"] and out["tasks"]["fsdd_speaker"]["n"] == 5
-    first = reference["fsdd_speaker"][:5]
-    assert out["tasks"]["fsdd_speaker"]["accuracy"] == sum(r[1] == r[2] for r in first) / 5
 
 
 def doctored(model, renderer, favour: str | None):
@@ -154,51 +116,13 @@ def test_doctored_head_decides_the_label(model, items, reference, fsdd_shards, r
     labels = rend.task("digit_recognition").target.labels
     ranked, _ = scoring.rank_labels(m, rend, by_task["digit_recognition"], labels, batch_rows=16)
     assert {labels[r.pick] for r in ranked} == {expect}
-    out = scoring.evaluate_model(m, renderer, [str(fsdd_shards)], progress=False)["tasks"]["digit_recognition"]
-    truths = [labels[r[2]] for r in reference["digit_recognition"]]
-    assert out["accuracy"] == truths.count(expect) / len(truths)
 
 
-# ---------------------------------------------------------------------- open tasks
-@pytest.fixture(scope="module")
-def asr_shards(tmp_path_factory):
-    """Real FSDD clips as an open task (asr: the digit's word as the transcript)."""
-    from qwen_audio_mt.data.build import build
-    from qwen_audio_mt.data.convert import manifest
-    from qwen_audio_mt.data.shards import ShardConfig
-    words = "zero one two three four five six seven eight nine".split()
-    paths = sorted(need_data("fsdd").glob("*.wav"))[::150][:16]
-    lines = [json.dumps({"audio": str(p), "task": "asr", "audio_lang": "en", "split": "test",
-                         "text": f"{words[int(p.stem.split('_')[0])]}."}) for p in paths]
-    root = tmp_path_factory.mktemp("asr_shards")
-    (root / "m.jsonl").write_text("\n".join(lines) + "\n")
-    plan = manifest.plan(root / "m.jsonl")
-    build(plan.streams, root / "shards", ShardConfig(workers=1, max_samples=6), plan.source, progress=False)
-    return root / "shards", len(lines)
-
-
-def test_open_task_matches_forward(model, asr_shards, renderer):
+def test_teacher_forcing_matches_forward(model, asr_shards, renderer):
     folder, n = asr_shards
-    out = scoring.evaluate_model(model, renderer, [str(folder)], batch_rows=5, progress=False)
-    m = out["tasks"]["asr"]
-    rend, feat, comps = scoring.prepare(renderer, [str(folder)], "test")
-    its = list(scoring.read_items(feat, comps, None, Counter()))
-    ref = [forward_one(model, it.example.ids, it.example.loss_mask, it.example.mel) for it in its]
-    lp, tokens, ok = (sum(r[i] for r in ref) for i in range(3))
-    assert (m["kind"], m["metric"], m["n"], len(its)) == ("open", "wer", n, n)
-    assert "accuracy" not in m and "chance" not in m
-    assert tokens > 2 * n  # real multi-token targets plus the end token
-    assert m["loss"] == pytest.approx(-lp / tokens, rel=1e-5)
-    assert m["token_accuracy"] == pytest.approx(ok / tokens)
-    s = out["summary"]
-    assert (s["open_tasks"], s["closed_tasks"]) == (1, 0)
-    assert s["mean_open_token_accuracy"] == pytest.approx(m["token_accuracy"])
-
-
-def test_model_mode_restored(model, fsdd_shards, renderer):
-    model.train()
-    try:
-        scoring.evaluate_model(model, renderer, [str(fsdd_shards)], max_per_task=2, progress=False)
-        assert model.training
-    finally:
-        model.eval()
+    rend, by_task = eval_items(renderer, folder)
+    its = by_task["asr"]
+    got = scoring.teacher_forced(model, its, rend.tok.end_id, batch_rows=5)
+    ref = torch.tensor([forward_one(model, it.example.ids, it.example.loss_mask, it.example.mel) for it in its])
+    assert len(its) == n and ref[:, 1].sum() > 2 * n  # real multi-token targets plus the end token
+    assert torch.allclose(got, ref, atol=1e-4)

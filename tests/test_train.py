@@ -337,3 +337,27 @@ def test_non_finite_loss_skips_the_step(small_corpus, monkeypatch, tmp_path):
     assert all(torch.isfinite(p).all() for p in module.parameters())
     trainer.save_checkpoint(tmp_path / "nan.ckpt")
     assert torch.load(tmp_path / "nan.ckpt", weights_only=True)["nan_skipped"] == 1
+
+
+# ---------------------------------------------------------------------------- in-loop validation
+def test_in_loop_validation_metrics_and_best_checkpoint(tmp_path, small_corpus):
+    """Every val_check_interval the registry metrics of a fixed validation subset are logged per
+    task and as one aggregate, which the best-checkpoint callback monitors."""
+    from qwen_audio_mt.tasks import load_tasks
+    run = tmp_path / "run"
+    cfg = compose_train(run, f"paths.shards={small_corpus}", "trainer.max_steps=20", "trainer.val_check_interval=10",
+                        "trainer.limit_val_batches=2", "evaluate=false", "callbacks.validation_metrics.per_task=1",
+                        "callbacks.validation_metrics.max_new_tokens=8", *SHRINK, *SMALL_BATCHES, *QUIET)
+    train_mod.train(cfg)
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    agg = [(int(r["step"]), float(r["val/aggregate"])) for r in rows if r.get("val/aggregate")]
+    assert [s for s, _ in agg] == [9, 19]  # after steps 10 and 20 (Lightning logs the 0-based step)
+    reg = load_tasks()
+    logged = {k for k in rows[0] if k.startswith("val/") and k.count("/") == 2}
+    every = {f"val/{t.name}/{t.metric}" for t in reg}
+    # a timestamp shift needs at least one matched word, which an untrained model may not give
+    assert every - {"val/word_timestamps/timestamp_shift"} <= logged <= every
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "val/aggregate" in k]
+    assert state["best_model_score"].item() == pytest.approx(max(a for _, a in agg), abs=1e-5)

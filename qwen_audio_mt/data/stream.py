@@ -41,26 +41,40 @@ class SkipCounter(Counter):
         return True
 
 
+def decode_audio(flac: bytes) -> np.ndarray:
+    """A shard's FLAC member -> float32 16-kHz mono samples; ValueError for anything else."""
+    audio, sr = sf.read(io.BytesIO(flac), dtype="float32")
+    if sr != SAMPLE_RATE or audio.ndim != 1 or not np.all(np.isfinite(audio)):
+        raise ValueError(f"expected finite 16 kHz mono audio, got sr={sr} shape={audio.shape}")
+    return audio
+
+
 def decode_sample(raw: dict) -> dict:
     """webdataset sample ({"flac": bytes, "json": bytes, ...}) -> metadata dict + float32 audio."""
     meta = json.loads(raw["json"])
-    audio, sr = sf.read(io.BytesIO(raw["flac"]), dtype="float32")
-    if sr != SAMPLE_RATE or audio.ndim != 1 or not np.all(np.isfinite(audio)):
-        raise ValueError(f"expected finite 16 kHz mono audio, got sr={sr} shape={audio.shape}")
-    meta["audio"] = audio
+    meta["audio"] = decode_audio(raw["flac"])
     meta.setdefault("key", raw.get("__key__"))
     return meta
 
 
-def decoded(src: Iterator[dict], skipped: SkipCounter) -> Iterator[dict]:
+def decoded(src: Iterator[dict], skipped: SkipCounter, keep=None, audio: bool = True) -> Iterator[dict]:
+    """Raw samples -> decoded ones. `keep(meta)` filters on the labels before any audio is
+    decoded; `audio=False` yields labels only."""
     for raw in src:
         if "flac" not in raw or "json" not in raw:
             skipped.skip("incomplete_sample", f"{raw.get('__key__')} has {sorted(k for k in raw if not k.startswith('__'))}")
             continue
-        try:
-            yield decode_sample(raw)
-        except Exception as e:  # corrupt FLAC, bad JSON: skip this one sample
+        try:  # corrupt FLAC, bad JSON: skip this one sample
+            meta = json.loads(raw["json"])
+            meta.setdefault("key", raw.get("__key__"))
+            if keep is not None and not keep(meta):
+                continue
+            if audio:
+                meta["audio"] = decode_audio(raw["flac"])
+        except Exception as e:
             skipped.skip("undecodable_sample", f"{raw.get('__key__')} in {raw.get('__url__')}: {e}")
+            continue
+        yield meta
 
 
 def reader_slice(urls: tuple[str, ...], reader: int, readers: int) -> tuple[str, ...]:
@@ -79,7 +93,11 @@ def train_samples(comp: Component, seed: int, reader: int, readers: int, shuffle
     return decoded(iter(pipeline), skipped)
 
 
-def eval_samples(comp: Component, reader: int, readers: int, skipped: SkipCounter) -> Iterator[dict]:
+def eval_raw(comp: Component, reader: int, readers: int, skipped: SkipCounter) -> Iterator[dict]:
+    """Raw samples (member bytes) of every shard once, in order; sample i goes to reader i mod readers."""
     raw = wds.DataPipeline(wds.SimpleShardList(list(comp.urls)), wds.tarfile_to_samples(handler=skipped.handler))
-    mine = (s for i, s in enumerate(raw) if i % readers == reader)
-    return decoded(mine, skipped)
+    return (s for i, s in enumerate(raw) if i % readers == reader)
+
+
+def eval_samples(comp: Component, reader: int, readers: int, skipped: SkipCounter) -> Iterator[dict]:
+    return decoded(eval_raw(comp, reader, readers, skipped), skipped)

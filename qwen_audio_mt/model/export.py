@@ -11,6 +11,8 @@ either; both load with `weights_only=True` semantics (safetensors holds only ten
 """
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 import os
 import shutil
@@ -18,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model as load_weights, save_model
 
 from ..config import from_dict, to_dict
 from ..paths import tags_dir
@@ -29,6 +31,10 @@ from .audio_lm import AudioLM
 from .builders import ModelConfig, build_model
 
 TAG_FILES = ("tokens.yaml", "tasks.yaml", "languages.yaml")
+
+
+class ModelLoadError(UserError):
+    """A path that is neither an export folder nor a loadable checkpoint (one line: path and why)."""
 
 
 def export(model: AudioLM, cfg: ModelConfig, folder: str | Path) -> Path:
@@ -67,7 +73,7 @@ def load_exported(folder: str | Path, device: str = "cpu") -> tuple[AudioLM, Tok
                                                          "tags": str(tok_dir / "tokens.yaml")}})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = build_model(cfg, tok)
-    load_model(model, str(folder / "model.safetensors"), device=device)
+    load_weights(model, str(folder / "model.safetensors"), device=device)
     registry = load_tasks(str(tok_dir / "tasks.yaml"), str(tok_dir / "tokens.yaml"))
     return model.eval(), tok, Renderer(tok, registry)
 
@@ -80,3 +86,24 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Mod
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.eval(), cfg
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Renderer]:
+    """(model in eval mode, renderer) from an export folder or a Lightning `.ckpt`; ModelLoadError
+    names the path and the reason when it is neither."""
+    p = Path(path)
+    if p.is_dir():
+        missing = [n for n in ("config.json", "model.safetensors", "tokenizer") if not (p / n).exists()]
+        if missing:
+            raise ModelLoadError(f"{p}: not an export folder (no {', '.join(missing)}; a training run "
+                                 "writes one to outputs/train/RUN/export)")
+        model, _, renderer = load_exported(p, device)
+        return model, renderer
+    if not p.is_file():
+        raise ModelLoadError(f"{p}: no such export folder or checkpoint file")
+    try:
+        model, cfg = load_checkpoint(p, device)
+    except Exception as e:  # torch reports truncated or foreign files in many ways
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{p}: not a loadable checkpoint ({reason[:160]})") from None
+    return model, Renderer(Tokenizer.from_spec(cfg.tokenizer))
