@@ -67,6 +67,7 @@ bench: setup shards ## run the benchmarks; writes bench/results.json and the REA
 	$(PY) bench/bench_shards.py
 	$(PY) bench/bench_loader.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_generate.py
 
 notebooks: setup ## execute the notebooks
 	@echo "notebooks: not built yet"

@@ -6,11 +6,14 @@ For every task of the split (samples read once, in shard order, unaugmented, thr
 data.reader.read_split; a sample whose labels do not fit its task is skipped and counted):
 - Every task is answered by free generation (greedy unless `beam_size` > 1), parsed
   (parse.py) and scored by the metric tags/tasks.yaml names for it (metrics.py) against the
-  sample's canonical fields. A clip is encoded once and shared by all of this.
+  sample's canonical fields. A clip is encoded once and its prefix (audio and prompt) prefilled
+  once; the likelihoods below and the generation all start from that prefill.
 - Closed-label tasks (label, tag) are also ranked by likelihood over their label set
   (scoring.py): exact and fast, it is their headline `value`; the generated answers' accuracy
   is reported beside it (`generated`).
-- Open tasks also report teacher-forced loss and token accuracy (closed tasks: of the true label).
+- Loss and token accuracy under teacher forcing: closed tasks get them from the ranking (the
+  true label's row); open tasks only with `teacher_forcing` (off by default: no registry metric
+  needs it, and it costs about as much as the rest of an open task's scoring).
 - `max_new_tokens` per task: 1.25 x the longest rendered training target + 4, capped by the
   config (a model that never stops costs that much, not the cap).
 - Baselines (baselines.py), from the `baseline_split` (train) labels: closed sets, the larger
@@ -35,11 +38,11 @@ from .data.features import log_mel
 from .data.collate import Example
 from .data.mixture import MixtureConfig, label_sets
 from .data.reader import as_sources, read_split, split_counts
-from .generate import GenerationConfig, Generator, Request
+from .generate import GenerationConfig, Generator
 from .metrics import margin_points, score_task
 from .parse import expected_fields, parse_output
 from .render import Renderer
-from .scoring import CLOSED_KINDS, Item, clip_audio, rank_labels, teacher_forced
+from .scoring import CLOSED_KINDS, Item, candidates, prompt_of, ranked, requests
 from .targets import TargetError
 from .tasks import TaskError
 
@@ -55,6 +58,7 @@ class EvalConfig:
     keys: tuple[str, ...] | None = None  # only these sample keys (the in-loop validation subset)
     pad_to_30s: bool = False             # Qwen-Audio's front end (the model must have trained so)
     batch_rows: int = 256                # likelihood rows per forward (ranking, teacher forcing)
+    teacher_forcing: bool = False        # open tasks: also the true target's loss and token accuracy
     batch_size: int = 32                 # generation rows per forward
     chunk: int = 64                      # clips of one task held at once (memory ~ chunk x 30 s)
     max_new_tokens: int = 256            # cap of the per-task budget
@@ -114,17 +118,21 @@ def _chunks(items, size: int):
         yield group[0][0], [it for _, it in group]
 
 
-def _score_chunk(model, rend: Renderer, gen: Generator, res: _Task, items: list[Item]) -> None:
+def _score_chunk(model, rend: Renderer, gen: Generator, res: _Task, items: list[Item], tf: bool) -> None:
+    """One prefill per clip serves the likelihoods (every label, or the true target) and the
+    generated answer."""
     task = rend.task(items[0].sample["task"])
-    audio = [clip_audio(model, it.example) for it in items]
-    if task.target.kind in CLOSED_KINDS:
-        ranked, truth = rank_labels(model, rend, items, task.target.labels, audio=audio)
-        res.hits += sum(r.pick == r.truth for r in ranked)
-    else:
-        truth = teacher_forced(model, items, rend.tok.end_id, audio=audio)
-    res.tf += truth.sum(0)
-    prefixes = [it.example.ids[: it.example.loss_mask.index(1)] for it in items]
-    outs = gen.generate([Request(ids, pos) for ids, (pos, _) in zip(prefixes, audio)])
+    closed = task.target.kind in CLOSED_KINDS
+    labels = task.target.labels
+    conts = ([candidates(rend, it, labels) for it in items] if closed
+             else [[it.example.ids[len(prompt_of(it)):]] for it in items] if tf else None)
+    outs, scores = gen.run(requests(model, items, batch=gen.cfg.batch_size), conts)
+    if closed:
+        picks, truth = ranked(rend, items, labels, scores)
+        res.hits += sum(r.pick == r.truth for r in picks)
+        res.tf += truth.sum(0)
+    elif tf:
+        res.tf += torch.cat(scores).sum(0)
     for it, g in zip(items, outs):
         ts = bool(it.sample.get("timestamps", False))
         p = parse_output(task, g.tokens, rend.tok, ts)
@@ -158,8 +166,8 @@ def evaluate_model(model, renderer: Renderer, sources, cfg: EvalConfig = EvalCon
                 if name not in gens:
                     budget = targets.max_new_tokens(name, cfg.max_new_tokens)
                     gens[name] = Generator(model, rend.tok, GenerationConfig(
-                        max_new_tokens=budget, beam_size=cfg.beam_size, batch_size=cfg.batch_size))
-                _score_chunk(model, rend, gens[name], results[name], items)
+                        max_new_tokens=budget, beam_size=cfg.beam_size, batch_size=cfg.batch_size), cfg.batch_rows)
+                _score_chunk(model, rend, gens[name], results[name], items, cfg.teacher_forcing)
                 bar.update(len(items))
     finally:
         model.train(was_training)

@@ -1,8 +1,8 @@
 """Generation over an AudioLM: greedy, beam search and sampling, batched, with the LLM's KV cache.
 
 A request is one row: its prefix ids (`<audio>`, one placeholder per audio position, `</audio>`,
-then the prompt's tags and text) and the clip's LLM positions, encoded alone at the clip's own
-length (`encode_clip`), so a clip's positions never depend on its batch-mates.
+then the prompt's tags and text) and the clip's LLM positions (`encode_clips`: encoded at the
+clip's own length with padded frames masked, so they do not depend on its batch-mates).
 
 How a batch runs (choices this module makes):
 - Prefill once: the prefixes' embeddings (audio spliced in) are left-padded into one batch with
@@ -32,8 +32,10 @@ from __future__ import annotations
 
 from .errors import UserError
 
+import copy
 import inspect
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -81,20 +83,54 @@ class Generation:
     finished: bool = False               # ended at a stop token (False: max_new_tokens)
 
 
+class Prefix(NamedTuple):
+    """A batch's prefill: what generation and continuation scoring start from."""
+    logits: torch.Tensor     # [B, V] float logits at the last prefix place (nothing suppressed)
+    cache: object            # the LLM's KV cache (transformers DynamicCache), left-padded
+    mask: torch.Tensor       # [B, T] 1 at real places
+    pos: torch.Tensor        # [B] position id of the last prefix place
+
+
+def _select(cache, idx: torch.Tensor):
+    """A cache holding rows `idx` of `cache`, which stays as it was (its layers are shallow-copied,
+    then each gets index-selected, i.e. new, tensors)."""
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    new.reorder_cache(idx)
+    return new
+
+
 @torch.no_grad()
+def encode_clips(model, mels: list[torch.Tensor], batch: int = 16) -> list[torch.Tensor]:
+    """Clips' LLM positions [N_i, width] (mels [n_mels, T_i]), `batch` clips of similar length
+    per forward. The encoder masks padded frames (conv and attention), so a clip's positions
+    equal its encoding alone to float rounding, whatever its batch-mates."""
+    w = model.encoder.whisper.conv1.weight
+    order = sorted(range(len(mels)), key=lambda i: mels[i].shape[-1])
+    out: list = [None] * len(mels)
+    for start in range(0, len(order), batch):
+        chunk = order[start: start + batch]
+        frames = torch.tensor([mels[i].shape[-1] for i in chunk], device=w.device)
+        x = mels[chunk[0]].new_zeros(len(chunk), mels[chunk[0]].shape[0], int(frames.max()))
+        for j, i in enumerate(chunk):
+            x[j, :, : mels[i].shape[-1]] = mels[i]
+        positions, counts = model.audio_embeddings(x.to(w.device, w.dtype), frames)
+        for j, i in enumerate(chunk):
+            out[i] = positions[j, : int(counts[j])]
+    return out
+
+
 def encode_clip(model, mel: torch.Tensor) -> torch.Tensor:
     """One clip's LLM positions [N, width], encoded alone at its own length (mel [n_mels, T])."""
-    w = model.encoder.whisper.conv1.weight
-    mel = mel[None].to(w.device, w.dtype)
-    positions, counts = model.audio_embeddings(mel, torch.tensor([mel.shape[-1]], device=w.device))
-    return positions[0, : int(counts[0])]
+    return encode_clips(model, [mel])[0]
 
 
 class Generator:
     """Runs requests through an AudioLM (eval mode); `generate(requests)` keeps their order."""
 
-    def __init__(self, model, tok, cfg: GenerationConfig = GenerationConfig()):
-        self.model, self.tok, self.cfg = model, tok, cfg
+    def __init__(self, model, tok, cfg: GenerationConfig = GenerationConfig(), batch_rows: int = 256):
+        """`batch_rows`: continuations scored per forward (memory ~ rows x prefix length)."""
+        self.model, self.tok, self.cfg, self.batch_rows = model, tok, cfg, batch_rows
         self.stop_ids = frozenset(tok.token_id(name) for name in cfg.stop)
         rows = model.llm.get_input_embeddings().num_embeddings
         spans = [tok.role_id(r) for r in ("audio_start", "audio_end", "audio_placeholder")]
@@ -104,18 +140,37 @@ class Generator:
         # transformers 5.x renamed past_key_values to cache (the old name warns until 5.40)
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
-    # ------------------------------------------------------------------ entry point
+    # ------------------------------------------------------------------ entry points
     @torch.no_grad()
     def generate(self, requests: list[Request]) -> list[Generation]:
+        """Every request's answer, in the requests' order."""
+        return self.run(requests)[0]
+
+    @torch.no_grad()
+    def score(self, requests: list[Request], continuations: list[list[list[int]]]) -> list[torch.Tensor]:
+        """Per request, [n, 3] for each of its continuations (token lists after the prefix):
+        summed log-probability over the full vocabulary, tokens, argmax-correct tokens."""
+        return self.run(requests, continuations, generate=False)[1]
+
+    @torch.no_grad()
+    def run(self, requests: list[Request], continuations: list[list[list[int]]] | None = None,
+            generate: bool = True) -> tuple[list[Generation] | None, list[torch.Tensor] | None]:
+        """One prefill per batch serves both: the continuations are scored on copies of its
+        cache (likelihood ranking, teacher forcing), then the answers are generated from it."""
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].ids))
         per_batch = max(1, self.cfg.batch_size // self.cfg.beam_size)
-        out: list[Generation | None] = [None] * len(requests)
+        gens: list = [None] * len(requests)
+        scores: list = [None] * len(requests)
         for start in range(0, len(order), per_batch):
             chunk = order[start: start + per_batch]
-            run = self._beam if self.cfg.beam_size > 1 else self._sample
-            for i, gen in zip(chunk, run([requests[i] for i in chunk])):
-                out[i] = gen
-        return out
+            prefix = self._prefill([requests[i] for i in chunk])
+            if continuations is not None:
+                for i, s in zip(chunk, self._score_batch(prefix, [continuations[i] for i in chunk])):
+                    scores[i] = s
+            if generate:
+                for i, g in zip(chunk, (self._beam if self.cfg.beam_size > 1 else self._sample)(prefix)):
+                    gens[i] = g
+        return (gens if generate else None), (scores if continuations is not None else None)
 
     # ------------------------------------------------------------------ forward pieces
     def _embed(self, r: Request) -> torch.Tensor:
@@ -125,16 +180,15 @@ class Generator:
         audio = (r.audio[None].to(self.device), torch.tensor([len(r.audio)], device=self.device))
         return self.model.embed(ids, None, None, audio=audio)[0]
 
-    def _forward(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
-        """Hidden states -> float logits at the last place, suppressed tokens at -inf."""
+    def _hidden(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
         out = self.model.base(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=True,
                               **{self._cache_kw: cache})
-        logits = self.model.llm.get_output_embeddings()(out.last_hidden_state[:, -1]).float()
-        logits[:, self.suppress] = float("-inf")
-        return logits
+        return out.last_hidden_state
 
-    def _prefill(self, reqs: list[Request]):
-        """(logits [B, V], cache, mask [B, T], last position [B]) for left-padded prefixes."""
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.llm.get_output_embeddings()(hidden).float()
+
+    def _prefill(self, reqs: list[Request]) -> Prefix:
         from transformers import DynamicCache
         embs = [self._embed(r) for r in reqs]
         T = max(len(e) for e in embs)
@@ -146,13 +200,57 @@ class Generator:
         pos = mask.cumsum(-1) - 1
         pos.masked_fill_(mask == 0, 1)
         cache = DynamicCache(config=self.model.llm.config)
-        return self._forward(x, mask, pos, cache), cache, mask, pos[:, -1]
+        logits = self._head(self._hidden(x, mask, pos, cache)[:, -1])
+        return Prefix(logits, cache, mask, pos[:, -1])
 
     def _step(self, tokens: torch.Tensor, cache, mask: torch.Tensor, pos: torch.Tensor):
+        """One token per row through the cache -> (suppressed logits, mask, positions)."""
         x = self.model.llm.get_input_embeddings()(tokens)[:, None]
         mask = torch.cat([mask, mask.new_ones(len(tokens), 1)], 1)
         pos = pos + 1
-        return self._forward(x, mask, pos[:, None], cache), mask, pos
+        return self._suppressed(self._head(self._hidden(x, mask, pos[:, None], cache)[:, -1])), mask, pos
+
+    def _suppressed(self, logits: torch.Tensor) -> torch.Tensor:
+        logits[:, self.suppress] = float("-inf")
+        return logits
+
+    # ------------------------------------------------------------------ scoring continuations
+    def _score_batch(self, prefix: Prefix, conts: list[list[list[int]]]) -> list[torch.Tensor]:
+        rows = [(b, list(c)) for b, cs in enumerate(conts) for c in cs]
+        out = []
+        for start in range(0, len(rows), self.batch_rows):
+            out.append(self._score_rows(prefix, rows[start: start + self.batch_rows]))
+        flat = torch.cat(out) if out else torch.zeros(0, 3)
+        return list(flat.split([len(cs) for cs in conts]))
+
+    def _score_rows(self, prefix: Prefix, rows: list[tuple[int, list[int]]]) -> torch.Tensor:
+        """[R, 3] for continuations (prefix row, tokens): the first token is scored by the
+        prefix's last logits, the rest by one forward over a copy of its cache (right-padded)."""
+        idx = torch.tensor([b for b, _ in rows], device=self.device)
+        L = max(len(t) for _, t in rows)
+        tokens = torch.zeros(len(rows), L, dtype=torch.long, device=self.device)
+        valid = torch.zeros(len(rows), L, dtype=torch.bool, device=self.device)
+        for i, (_, t) in enumerate(rows):
+            tokens[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+            valid[i, : len(t)] = True
+        hidden = None
+        if L > 1:
+            x = self.model.llm.get_input_embeddings()(tokens[:, :-1])
+            mask = torch.cat([prefix.mask[idx], valid[:, :-1].long()], 1)
+            pos = prefix.pos[idx, None] + torch.arange(1, L, device=self.device)
+            hidden = self._hidden(x, mask, pos, _select(prefix.cache, idx))
+        # the first token: the prefix's own last logits, normalised once per prefix row
+        lp = F.log_softmax(prefix.logits, -1)[idx, tokens[:, 0]]
+        ok = (prefix.logits.argmax(-1)[idx] == tokens[:, 0]).float()
+        out = torch.stack([lp, torch.ones_like(lp), ok], 1).cpu()
+        for j in range(1, L):  # then one place at a time, real rows only: never [R, L, V] logits
+            v = valid[:, j].nonzero()[:, 0]
+            logits = self._head(hidden[v, j - 1])
+            t = tokens[v, j]
+            lp = F.log_softmax(logits, -1).gather(1, t[:, None])[:, 0]
+            ok = (logits.argmax(-1) == t).float()
+            out.index_add_(0, v.cpu(), torch.stack([lp, torch.ones_like(lp), ok], 1).cpu())
+        return out
 
     # ------------------------------------------------------------------ greedy and sampling
     def _choose(self, logits: torch.Tensor, gens: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,11 +269,12 @@ class Generator:
         tokens = tokens.to(logits.device)
         return tokens, logprobs.gather(1, tokens[:, None])[:, 0]
 
-    def _sample(self, reqs: list[Request]) -> list[Generation]:
-        out = [Generation() for _ in reqs]
-        gens = [torch.Generator().manual_seed(self.cfg.seed) for _ in reqs] if self.cfg.temperature else []
-        logits, cache, mask, pos = self._prefill(reqs)
-        rows = list(range(len(reqs)))  # live row -> request index
+    def _sample(self, prefix: Prefix) -> list[Generation]:
+        n = len(prefix.mask)
+        out = [Generation() for _ in range(n)]
+        gens = [torch.Generator().manual_seed(self.cfg.seed) for _ in range(n)] if self.cfg.temperature else []
+        logits, cache, mask, pos = self._suppressed(prefix.logits.clone()), prefix.cache, prefix.mask, prefix.pos
+        rows = list(range(n))  # live row -> request index
         for step in range(self.cfg.max_new_tokens):
             tokens, lp = self._choose(logits, [gens[r] for r in rows] if gens else [])
             keep = []
@@ -197,17 +296,17 @@ class Generator:
         return out
 
     # ------------------------------------------------------------------ beam search
-    def _beam(self, reqs: list[Request]) -> list[Generation]:
-        K, lp_pow, max_new = self.cfg.beam_size, self.cfg.length_penalty, self.cfg.max_new_tokens
-        logits, cache, mask, pos = self._prefill(reqs)
-        expand = torch.arange(len(reqs), device=self.device).repeat_interleave(K)
+    def _beam(self, prefix: Prefix) -> list[Generation]:
+        K, max_new, n = self.cfg.beam_size, self.cfg.max_new_tokens, len(prefix.mask)
+        logits, cache, mask, pos = self._suppressed(prefix.logits.clone()), prefix.cache, prefix.mask, prefix.pos
+        expand = torch.arange(n, device=self.device).repeat_interleave(K)
         cache.reorder_cache(expand)
         mask, pos, logits = mask[expand], pos[expand], logits[expand]
         # the first step draws from beam 0 only: the K copies of a prefix are the same beam
-        scores = torch.tensor([0.0] + [float("-inf")] * (K - 1), device=self.device).repeat(len(reqs))
-        seqs: list[list[int]] = [[] for _ in range(len(reqs) * K)]
-        done: list[list[tuple[float, Generation]]] = [[] for _ in reqs]
-        live = list(range(len(reqs)))
+        scores = torch.tensor([0.0] + [float("-inf")] * (K - 1), device=self.device).repeat(n)
+        seqs: list[list[int]] = [[] for _ in range(n * K)]
+        done: list[list[tuple[float, Generation]]] = [[] for _ in range(n)]
+        live = list(range(n))
         for step in range(max_new):
             cand = (scores[:, None] + F.log_softmax(logits, -1)).view(len(live), -1)
             top, idx = cand.topk(K + len(self.stop_ids), dim=1)  # always K candidates that do not stop

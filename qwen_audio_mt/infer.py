@@ -32,7 +32,7 @@ from .data.ingest import Reject, load_audio
 from .generate import GenerationConfig, Generator, Request, encode_clip
 from .longform import DEFAULT_OVERLAP_S, LongAudioError, check_long, merge_fields, window_starts
 from .parse import Parsed, parse_output
-from .scoring import score_rows
+from .scoring import scorer
 from .targets import TargetError, render_target, target_for
 from .tasks import TaskError, parse_template
 from .tags import TagGrammarError, Text
@@ -191,16 +191,21 @@ class Answerer:
 
     # ------------------------------------------------------------------ closed sets over windows
     def _rank(self, clips: list[_Clip], q: Query, task) -> None:
+        """Every window scores every label; the label with the best mean log-probability wins."""
         if not clips:
             return
         target, name = task.target, task.target.field
         labels = target.labels
+        reqs, conts = [], []
         for c in clips:
-            audio = [(pos, len(pos)) for pos, _ in c.pieces]
-            rows = [(w, *self.renderer.render({**self._sample(q), name: label}, n_audio=n))
-                    for w, (_, n) in enumerate(audio) for label in labels]
-            lp = score_rows(self.model, rows, audio, self.tok.end_id, self.batch_rows)[:, 0]
-            lp = lp.view(len(audio), len(labels))
+            for pos, ids in c.pieces:
+                targets = [self.renderer.render({**self._sample(q), name: label}, n_audio=len(pos))[0][len(ids):]
+                           for label in labels]
+                reqs.append(Request(ids, pos))
+                conts.append(targets)
+        scores = iter(scorer(self.model, self.renderer, self.batch_rows).score(reqs, conts))
+        for c in clips:
+            lp = torch.stack([next(scores)[:, 0] for _ in c.pieces])  # [windows, labels]
             mean = lp.mean(0).tolist()
             pick = max(range(len(labels)), key=lambda j: (mean[j], -j))  # ties: the first label
             a = c.answer

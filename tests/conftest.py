@@ -94,3 +94,23 @@ def asr_shards(tmp_path_factory):
     plan = manifest.plan(root / "m.jsonl")
     build(plan.streams, root / "shards", ShardConfig(workers=1, max_samples=6), plan.source, progress=False)
     return root / "shards", len(lines)
+
+
+def tiny_model_config(layers: int = 1):
+    """The smallest AudioLM worth running: a 1-layer encoder and LLM, 64 wide (random init)."""
+    from qwen_audio_mt.model.builders import LLMConfig, ModelConfig
+    from qwen_audio_mt.model.encoder import EncoderConfig
+    return ModelConfig(EncoderConfig(n_state=64, n_head=2, n_layer=1),
+                       LLMConfig(config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                             num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)))
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """An export folder of a seeded tiny random model (what a training run writes to RUN/export)."""
+    import torch
+    from qwen_audio_mt.model.builders import build_model
+    from qwen_audio_mt.model.export import export
+    torch.manual_seed(0)
+    cfg = tiny_model_config()
+    return export(build_model(cfg), cfg, tmp_path_factory.mktemp("run") / "export")

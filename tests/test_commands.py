@@ -12,24 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-import torch
 
 from conftest import need_data
 from qwen_audio_mt.cli import main
-from qwen_audio_mt.model.builders import LLMConfig, ModelConfig, build_model
-from qwen_audio_mt.model.encoder import EncoderConfig
-from qwen_audio_mt.model.export import export
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = ModelConfig(EncoderConfig(n_state=64, n_head=2, n_layer=1),
-                      LLMConfig(config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)))
-    return export(build_model(cfg), cfg, tmp_path_factory.mktemp("m") / "export")
+def model_dir(tiny_export):
+    return tiny_export
 
 
 def _real(name: str) -> tuple[np.ndarray, int]:

@@ -8,21 +8,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from qwen_audio_mt.model.builders import LLMConfig, ModelConfig, build_model
-from qwen_audio_mt.model.encoder import EncoderConfig
-from qwen_audio_mt.model.export import export
 from qwen_audio_mt.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = ModelConfig(EncoderConfig(n_state=64, n_head=2, n_layer=1),
-                      LLMConfig(config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)))
-    return export(build_model(cfg), cfg, tmp_path_factory.mktemp("run") / "export")
+def exported(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture

@@ -88,7 +88,12 @@ def test_open_task_wer_and_the_empty_baseline(model, asr_shards, renderer):
     # no training split in this folder: the only baseline is the empty answer (every word deleted)
     assert m["baselines"] == {"empty": 1.0} and m["baseline"] == 1.0
     assert m["margin_points"] == pytest.approx(100 * (1.0 - m["value"]))
-    assert m["loss"] > 0 and 0 <= m["token_accuracy"] <= 1
+    assert m["loss"] is None  # teacher forcing of open tasks is off by default
+    tf = evaluate_model(model, renderer, [str(folder)], EvalConfig(progress=False, max_new_tokens=12,
+                                                                   teacher_forcing=True))["tasks"]["asr"]
+    lp, tokens, ok = scoring.teacher_forced(model, its, rend).sum(0).tolist()
+    assert tf["loss"] == pytest.approx(-lp / tokens, rel=1e-5) and tf["token_accuracy"] == pytest.approx(ok / tokens)
+    assert tf["value"] == m["value"]
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from conftest import need_data
-from qwen_audio_mt.model.builders import LLMConfig, ModelConfig, build_model
-from qwen_audio_mt.model.encoder import EncoderConfig
+from conftest import need_data, tiny_model_config
+from qwen_audio_mt.model.builders import build_model
 from qwen_audio_mt.model.export import export
 from qwen_audio_mt.paths import REPO_ROOT
 from qwen_audio_mt.tasks import load_tasks
@@ -43,9 +42,7 @@ def user_dir(tmp_path_factory, small_corpus):
     recordings the README names, made from the shared real clips."""
     d = tmp_path_factory.mktemp("user")
     torch.manual_seed(0)
-    cfg = ModelConfig(EncoderConfig(n_state=64, n_head=2, n_layer=1),
-                      LLMConfig(config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)))
+    cfg = tiny_model_config()
     model = build_model(cfg)
     run = d / "outputs" / "train" / "RUN"
     export(model, cfg, run / "export")

@@ -122,7 +122,7 @@ def test_teacher_forcing_matches_forward(model, asr_shards, renderer):
     folder, n = asr_shards
     rend, by_task = eval_items(renderer, folder)
     its = by_task["asr"]
-    got = scoring.teacher_forced(model, its, rend.tok.end_id, batch_rows=5)
+    got = scoring.teacher_forced(model, its, rend, batch_rows=5)
     ref = torch.tensor([forward_one(model, it.example.ids, it.example.loss_mask, it.example.mel) for it in its])
     assert len(its) == n and ref[:, 1].sum() > 2 * n  # real multi-token targets plus the end token
     assert torch.allclose(got, ref, atol=1e-4)
