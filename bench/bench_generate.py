@@ -42,7 +42,8 @@ def load() -> tuple[object, Renderer, str]:
     if exports:
         from qwen_audio_mt.model.export import load_model
         model, renderer = load_model(exports[-1].parent)
-        return model, renderer, f"trained export {exports[-1].parent.relative_to(ROOT)}"
+        print(f"model: {exports[-1].parent.relative_to(ROOT)}")
+        return model, renderer, "make pretrain's trained export"
     torch.manual_seed(0)
     cfg = from_dict(ModelConfig, yaml.safe_load((ROOT / "conf" / "model" / "tiny.yaml").read_text()))
     return build_model(cfg).eval(), Renderer(), "tiny default, random init"

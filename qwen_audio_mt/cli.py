@@ -38,7 +38,7 @@ def cmd_tasks(args) -> None:
     rows = []
     for task in renderer.registry:
         rows.append({"name": task.name, "domain": task.domain, "family": task.family,
-                     "metric": task.metric, "target": task.target.kind,
+                     "metric": task.metric, "target": task.target.kind, "long_audio": task.long_audio,
                      "labels": list(task.closed_labels), "prompt": task.prompt,
                      "example": renderer.prompt_text(task, audio_lang=_example_lang(task)),
                      "description": task.description})

@@ -9,6 +9,9 @@ How a batch runs (choices this module makes):
   an attention mask over the real places and position ids that count real tokens only
   (`cumsum(mask) - 1`, padded places 1: what transformers' `generate` does, so the two agree);
   logits are taken at the last place only. Then one token per step through the cache.
+- The same prefill serves likelihoods (`score`, `run(continuations=...)`): each continuation
+  (a label's target, a true target) is scored on a copy of the prefix's cache, adding only its
+  own tokens; log-probabilities there are over the full vocabulary, as training's loss is.
 - Never generated: embedding rows past the tokenizer's vocabulary (padding rows) and the audio
   span tokens.
 - A row stops at a stop token (`<|endoftext|>`; chat passes `<|im_end|>`) or `max_new_tokens`.
@@ -24,13 +27,11 @@ How a batch runs (choices this module makes):
   `torch.Generator` per input seeded with `seed`, so an input's sample does not depend on its
   batch-mates either.
 - Batch size: rows are sorted by prefix length and cut into batches of `batch_size` rows (beam
-  search: inputs x beams). With per-clip audio, masks and real-token positions, the same input
+  search: inputs x beams). With masked audio, masks and real-token positions, the same input
   gives the same tokens at any batch size; the logits agree to ~1e-6 in fp32, not bitwise,
   because the CPU BLAS picks its kernels by row count.
 """
 from __future__ import annotations
-
-from .errors import UserError
 
 import copy
 import inspect
@@ -39,6 +40,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from .errors import UserError
 
 
 class GenerationError(UserError):

@@ -12,6 +12,7 @@
 - A file that cannot be answered (missing, empty, undecodable, too long for its task) gets an
   Answer whose `error` is one line naming the file and the reason; the others are answered. A
   bad task, language or missing prompt field raises InferenceError for the whole call.
+- Closed label sets generate at most their longest label and the end token.
 - Long audio (longform.py): `concat` tasks answer every window in the same batched call and
   join the answers; `window` tasks with a closed label set rank the labels in every window and
   take the best mean log-probability; an open `window` task keeps the window answer with the
@@ -19,9 +20,7 @@
 """
 from __future__ import annotations
 
-from .errors import UserError
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -29,13 +28,20 @@ import torch
 from .audio import CHUNK_SECONDS, SAMPLE_RATE
 from .data.features import log_mel
 from .data.ingest import Reject, load_audio
+from .errors import UserError
 from .generate import GenerationConfig, Generator, Request, encode_clip
-from .longform import DEFAULT_OVERLAP_S, LongAudioError, check_long, merge_fields, window_starts
+from .longform import (
+    DEFAULT_OVERLAP_S,
+    LongAudioError,
+    check_long,
+    merge_fields,
+    window_starts,
+)
 from .parse import Parsed, parse_output
 from .scoring import scorer
+from .tags import TagGrammarError, Text
 from .targets import TargetError, render_target, target_for
 from .tasks import TaskError, parse_template
-from .tags import TagGrammarError, Text
 from .tokenizer import TokenizerError
 
 CLOSED_KINDS = ("label", "tag")
@@ -162,9 +168,18 @@ class Answerer:
         return _Clip(a, mode, [s / SAMPLE_RATE for s in starts], ends, pieces)
 
     # ------------------------------------------------------------------ generation
+    def _budget(self, task) -> GenerationConfig:
+        """A closed label set's answer is at most its longest label and the end token: no more
+        is generated, whatever --max-new-tokens says."""
+        if task is None or task.target.kind not in CLOSED_KINDS:
+            return self.gen
+        name = task.target.field
+        longest = max(len(render_target(task.target, {name: x}, self.tok, task.name)) for x in task.target.labels)
+        return replace(self.gen, max_new_tokens=min(self.gen.max_new_tokens, longest + 1))
+
     def _generate(self, clips: list[_Clip], q: Query, task) -> None:
         reqs = [Request(ids, pos) for c in clips for pos, ids in c.pieces]
-        gens = iter(Generator(self.model, self.tok, self.gen).generate(reqs))
+        gens = iter(Generator(self.model, self.tok, self._budget(task)).generate(reqs))
         for c in clips:
             outs = [next(gens) for _ in c.pieces]
             parsed = [parse_output(task, g.tokens, self.tok, q.timestamps) if task else

@@ -19,13 +19,12 @@ a full window and may overlap its neighbour by more than `overlap_s`).
 """
 from __future__ import annotations
 
-from .errors import UserError
-
 import math
 import re
 from difflib import SequenceMatcher
 
 from .audio import CHUNK_SECONDS, SAMPLE_RATE
+from .errors import UserError
 
 DEFAULT_OVERLAP_S = 2.0   # a couple of words of shared context at every window edge
 WORDS_PER_SECOND = 4      # fast speech; sizes the search for a shared run at a window edge

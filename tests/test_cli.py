@@ -23,8 +23,10 @@ def test_tasks_json(capsys):
     code, out, _ = run(capsys, "tasks", "--json")
     rows = json.loads(out)
     assert code == 0 and len(rows) >= 35
-    assert all({"name", "domain", "metric", "prompt"} <= set(r) for r in rows)
+    assert all({"name", "domain", "metric", "prompt", "long_audio"} <= set(r) for r in rows)
     assert min(Counter(r["domain"] for r in rows).values()) >= 8
+    modes = {r["name"]: r["long_audio"] for r in rows}
+    assert (modes["asr"], modes["acoustic_scene"], modes["caption_clotho"]) == ("concat", "window", "reject")
 
 
 def test_tokens_with_qwen_base(capsys):

@@ -145,3 +145,10 @@ def test_console_script_as_a_user_runs_it(model_dir, files, tmp_path):
     assert res.returncode == 2
     assert res.stdout.startswith(f"{files / 'jfk_48k_stereo.mp3'}\t") and res.stdout.count("\n") == 1
     assert res.stderr.count("\n") == 1 and "corrupt.wav: undecodable" in res.stderr
+
+
+def test_closed_tasks_generate_at_most_their_longest_label(capsys, model_dir, files):
+    code, out, _ = run_cli(capsys, "--model", model_dir, "--task", "language_id", "--max-new-tokens", 50, "--json",
+                           "--audio", files / "jfk_24k.wav")
+    (r,) = map(json.loads, out.splitlines())
+    assert code == 0 and 1 <= len(r["tokens"]) <= 2  # <|xx|> and the end token at most

@@ -11,8 +11,6 @@ either; both load with `weights_only=True` semantics (safetensors holds only ten
 """
 from __future__ import annotations
 
-from ..errors import UserError
-
 import json
 import os
 import shutil
@@ -20,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model as load_weights, save_model
+from safetensors.torch import load_model as load_weights
+from safetensors.torch import save_model
 
 from ..config import from_dict, to_dict
+from ..errors import UserError
 from ..paths import tags_dir
 from ..render import Renderer
 from ..tasks import load_tasks
