@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 
 from .data.mixture import MixtureError
 from .data.reader import read_split
-from .metrics import score_task
+from .metrics import HIGHER_IS_BETTER, score_task
 from .parse import expected_fields
-from .targets import TargetError, render_target, target_for
-from .tasks import TaskError
+from .targets import LABEL_ERRORS, render_target, target_for
+from .tasks import CLOSED_KINDS
 
-CLOSED_KINDS = ("label", "tag")
-LOWER_IS_BETTER = ("wer", "cer", "timestamp_shift")
 
 
 @dataclass
@@ -62,7 +60,7 @@ def _pick(task, candidates: dict):
     values = [v for v in candidates.values() if v is not None]
     if not values:
         return None
-    return min(values) if task.metric in LOWER_IS_BETTER else max(values)
+    return max(values) if HIGHER_IS_BETTER[task.metric] else min(values)
 
 
 def _uniform(name: str, ref: dict) -> dict:
@@ -91,7 +89,7 @@ def train_targets(rend, sources, split: str, tasks: set[str] | None = None) -> B
             ts = bool(s.get("timestamps", False))
             fields = expected_fields(task, s, rend.tok, ts)
             n = len(render_target(target_for(task, ts), s, rend.tok, task.name)) + 1
-        except (TargetError, TaskError, KeyError, ValueError):
+        except LABEL_ERRORS:
             continue
         key = json.dumps(fields, sort_keys=True)
         counts[task.name][key] += 1

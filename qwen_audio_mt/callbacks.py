@@ -72,16 +72,10 @@ class ValidationMetrics(L.Callback):
         self._cache = None  # (sources, keys, renderer, baselines), built at the first check
 
     def _setup(self, trainer):
-        from .evaluation import eval_renderer, subset_keys
         from .baselines import train_targets
-        from .render import Renderer
-        from .tokenizer import Tokenizer
-        dm = trainer.datamodule
-        sources = list((dm.cfg.eval_mixture or dm.cfg.mixture).sources)
-        keys = subset_keys(sources, dm.cfg.valid_split, self.per_task, self.seed)
-        loader = dm.cfg.loader
-        rend = eval_renderer(Renderer(Tokenizer.from_spec(loader.tokenizer), label_sets=dm.label_sets or None),
-                             sources, loader.pad_to_30s)
+        from .evaluation import run_data, subset_keys
+        sources, rend = run_data(trainer.datamodule)
+        keys = subset_keys(sources, trainer.datamodule.cfg.valid_split, self.per_task, self.seed)
         return sources, keys, rend, train_targets(rend, sources, "train")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

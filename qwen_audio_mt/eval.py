@@ -59,16 +59,11 @@ def score_and_report(model, renderer, sources: list, run_dir: Path, cfg: EvalCon
 
 def evaluate_run(model, datamodule, run_dir: Path, cfg: DictConfig) -> dict:
     """The end of a training run: its model, its eval sources, its run folder."""
-    from .render import Renderer
-    from .tokenizer import Tokenizer
-    loader = datamodule.cfg.loader
-    mixture = datamodule.cfg.eval_mixture or datamodule.cfg.mixture
-    tok = None if loader.tokenizer is None else Tokenizer.from_spec(loader.tokenizer)
-    renderer = Renderer(tok, label_sets=datamodule.label_sets or None, pad_to_30s=loader.pad_to_30s)
-    ecfg = from_dict(EvalConfig, {**plain(cfg).get("eval", {}), "pad_to_30s": loader.pad_to_30s})
+    from .evaluation import run_data
+    sources, renderer = run_data(datamodule)
+    ecfg = from_dict(EvalConfig, {**plain(cfg).get("eval", {}), "pad_to_30s": datamodule.cfg.loader.pad_to_30s})
     csv = Path(run_dir) / "logs" / "metrics.csv"
-    return score_and_report(model.eval(), renderer, list(mixture.sources), Path(run_dir), ecfg,
-                            csv if csv.exists() else None)
+    return score_and_report(model.eval(), renderer, sources, Path(run_dir), ecfg, csv if csv.exists() else None)
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -28,25 +28,23 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
 from .baselines import Baselines, train_targets
-from .data.features import log_mel
-from .data.collate import Example
+from .data.loader import Featurizer, LoaderConfig
 from .data.mixture import MixtureConfig, label_sets
 from .data.reader import as_sources, read_split, split_counts
 from .generate import GenerationConfig, Generator
-from .metrics import margin_points, score_task
+from .metrics import HIGHER_IS_BETTER, margin_points, score_task
 from .parse import expected_fields, parse_output
 from .render import Renderer
-from .scoring import CLOSED_KINDS, Item, candidates, prompt_of, ranked, requests
-from .targets import TargetError
-from .tasks import TaskError
+from .scoring import Item, candidates, prompt_of, ranked, requests
+from .targets import LABEL_ERRORS
+from .tasks import CLOSED_KINDS
 
-SKIPPABLE = (TargetError, TaskError, KeyError, ValueError)  # as the training loader skips them
 
 
 @dataclass
@@ -70,17 +68,13 @@ class EvalConfig:
 @dataclass
 class _Task:
     """Running results of one task."""
-    hyps: list = None
-    refs: list = None
-    langs: list = None
+    hyps: list = field(default_factory=list)     # parsed answers (None: did not parse)
+    refs: list = field(default_factory=list)     # the samples' canonical fields
+    langs: list = field(default_factory=list)    # text language per sample
     n: int = 0
-    hits: int = 0                        # ranking (closed)
+    hits: int = 0                                # ranking picks that were right (closed)
     parse_errors: int = 0
-    tf: torch.Tensor = None              # summed teacher-forced logprob, tokens, correct
-
-    def __post_init__(self):
-        self.hyps, self.refs, self.langs = [], [], []
-        self.tf = torch.zeros(3)
+    tf: torch.Tensor = field(default_factory=lambda: torch.zeros(3))  # teacher-forced logprob, tokens, correct
 
 
 def eval_renderer(renderer: Renderer, sources, pad_to_30s: bool) -> Renderer:
@@ -90,20 +84,29 @@ def eval_renderer(renderer: Renderer, sources, pad_to_30s: bool) -> Renderer:
     return Renderer(renderer.tok, renderer.registry, pad_to_30s=pad_to_30s, label_sets=sets)
 
 
+def run_data(datamodule) -> tuple[list, Renderer]:
+    """A training run's evaluation sources and the renderer its data was rendered with (its
+    tokenizer, its label sets, 30-s padding), given the sources' own label sets."""
+    from .tokenizer import Tokenizer
+    loader = datamodule.cfg.loader
+    sources = list((datamodule.cfg.eval_mixture or datamodule.cfg.mixture).sources)
+    base = Renderer(Tokenizer.from_spec(loader.tokenizer), label_sets=datamodule.label_sets or None)
+    return sources, eval_renderer(base, sources, loader.pad_to_30s)
+
+
 def read_items(rend: Renderer, sources, cfg: EvalConfig, n_mels: int, skipped: Counter):
-    """(task name, Item) in shard order; mel and rendered true target per sample."""
-    start = rend.tok.role_id("audio_start")
+    """(task name, Item) in shard order: the public reader's samples through the loader's own
+    featurizer (log-mel, the true target rendered with `rend`), unaugmented."""
+    feat = Featurizer(LoaderConfig(n_mels=n_mels, pad_to_30s=cfg.pad_to_30s, tokenizer=rend.tok.spec), {},
+                      train=False, renderer=rend)
     for s in read_split(sources, cfg.split, keys=None if cfg.keys is None else set(cfg.keys),
                         max_per_task=cfg.max_per_task, skipped=skipped):
         try:
-            mel, frames, n_audio = log_mel(s["audio"], n_mels, cfg.pad_to_30s)
-            ids, mask = rend.render(s, n_audio=n_audio)
-        except SKIPPABLE:
+            example = feat(s, None)
+        except LABEL_ERRORS:  # as the training loader skips them
             skipped[s.get("task")] += 1
             continue
-        ex = Example(str(s.get("key")), s["task"], 0, mel, frames, ids, mask, ids.index(start) + 1, n_audio,
-                     float(s["duration"]))
-        yield s["task"], Item({k: v for k, v in s.items() if k != "audio"}, ex)
+        yield s["task"], Item({k: v for k, v in s.items() if k != "audio"}, example)
 
 
 def _chunks(items, size: int):
@@ -184,10 +187,11 @@ def task_metrics(task, res: _Task, targets: Baselines, skipped: int = 0) -> dict
     base = targets.score(task, res.refs, res.langs) if res.n else {}
     if closed:
         value = res.hits / res.n if res.n else None
-        out.update(value=value, higher_is_better=True, generated=generated.value if generated else None)
+        out.update(value=value, generated=generated.value if generated else None)
     else:
         value = generated.value if generated else None
-        out.update(value=value, higher_is_better=generated.higher_is_better if generated else True)
+        out["value"] = value
+    out["higher_is_better"] = HIGHER_IS_BETTER[task.metric]
     out["baseline"] = base.get("baseline")
     out["baselines"] = {k: v for k, v in base.items() if k != "baseline"}
     out["margin_points"] = margin_points(task.metric, value, out["baseline"])

@@ -41,10 +41,8 @@ from .parse import Parsed, parse_output
 from .scoring import scorer
 from .tags import TagGrammarError, Text
 from .targets import TargetError, render_target, target_for
-from .tasks import TaskError, parse_template
+from .tasks import CLOSED_KINDS, TaskError, parse_template
 from .tokenizer import TokenizerError
-
-CLOSED_KINDS = ("label", "tag")
 
 
 class InferenceError(UserError):

@@ -20,6 +20,8 @@ import json
 import math
 from pathlib import Path
 
+from .metrics import HIGHER_IS_BETTER
+
 COLUMNS = ("task", "domain", "metric", "value", "baseline", "margin (points)", "n", "generated")
 CURVES = ("train/loss", "val/loss")
 PERCENT = ("accuracy", "f1", "wer", "cer")
@@ -90,7 +92,7 @@ def plot_metrics(metrics: dict, out: Path) -> Path:
         ax.set_yticks(list(y), names, fontsize=8)
         ax.invert_yaxis()
         unit = {"timestamp_shift": "ms", "cider": "CIDEr-D", "bleu": "BLEU"}.get(metric, "%")
-        better = "lower is better" if metric in ("wer", "cer", "timestamp_shift") else "higher is better"
+        better = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
         ax.set_title(f"{metric} ({unit}, {better})", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
     if by_metric:

@@ -25,8 +25,6 @@ from .data.collate import Example
 from .generate import GenerationConfig, Generator, Request, encode_clip, encode_clips
 from .render import Renderer
 
-CLOSED_KINDS = ("label", "tag")
-
 
 class Item(NamedTuple):
     sample: dict        # the decoded sample without its audio (labels, languages, ...)

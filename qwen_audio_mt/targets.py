@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .tasks import Target, Task
+from .tasks import Target, Task, TaskError
 from .tokenizer import Tokenizer
 
 
 class TargetError(ValueError):
     """A sample's labels do not fit its task's target (missing field, label outside the set, ...)."""
+
+
+# What a sample whose labels do not fit its task raises (shards older than the registry, a bad
+# field type): readers skip and count such a sample, never stop on it.
+LABEL_ERRORS = (TargetError, TaskError, KeyError, ValueError)
 
 
 def _field(sample: Mapping, name: str, task: str):

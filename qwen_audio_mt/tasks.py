@@ -23,7 +23,8 @@ TARGET_KINDS = ("text", "label", "tag", "number", "words", "spans", "multilabel"
                 "entities", "slots", "tag_seq", "composite")
 LANGUAGE_SLOTS = ("audio_lang", "text_lang")
 LONG_AUDIO = ("reject", "window", "concat")
-CONCAT_KINDS = ("text", "words", "spans", "tag_seq")  # targets whose windows' answers can be joined
+CONCAT_KINDS = ("text", "words", "spans", "tag_seq")
+CLOSED_KINDS = ("label", "tag")  # one label of a closed set: ranked by likelihood, chance / majority baselines  # targets whose windows' answers can be joined
 # <|...|>, <audio>, </audio>, or {placeholder}; everything between is literal free text.
 _PIECE = re.compile(r"(<\|[^<>|]+\|>|</?audio>|\{[a-z_]+\})")
 

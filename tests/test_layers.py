@@ -58,6 +58,6 @@ def test_text_layers_load_without_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_the_rule_sees_relative_imports(tmp_path):
+def test_the_rule_sees_relative_imports():
     assert "qwen_audio_mt.render.IGNORE" in imports(PKG / "model" / "audio_lm.py")
     assert "qwen_audio_mt.data.features" in imports(PKG / "infer.py")

@@ -21,8 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..render import Renderer
-from ..targets import TargetError
-from ..tasks import TaskError
+from ..targets import LABEL_ERRORS
 from ..tokenizer import Tokenizer, TokenizerSpec
 from .augment import AugmentConfig, Augmenter
 from .collate import BatchLimits, Example, bucket, collate
@@ -87,7 +86,7 @@ def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCount
     for s in samples:
         try:
             yield feat(s, rng)
-        except (TargetError, TaskError, KeyError, ValueError) as e:  # shards older than the registry
+        except LABEL_ERRORS as e:  # skipped and counted
             skipped.skip("bad_label", f"{s.get('key')}: {e}")
 
 
