@@ -20,8 +20,9 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from .config import from_dict, plain  # noqa: E402
+from .paths import conf_dir  # noqa: E402
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_dir())  # the checkout's conf/, or the copy an installed wheel carries
 
 
 def data_config(cfg: dict):
