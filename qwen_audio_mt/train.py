@@ -91,6 +91,12 @@ def train(cfg: DictConfig) -> dict:
         print(f"stopped by SIGTERM at step {trainer.global_step}; resume with ckpt_path=last "
               f"run_dir={run_dir}", file=sys.stderr)
         return {"stopped": "SIGTERM", "step": trainer.global_step, "run_dir": str(run_dir)}
+    except RuntimeError as e:  # DDP: a peer rank died or hung (distributed.py); anything else re-raises
+        from .distributed import peer_lost
+        if (lost := peer_lost(trainer, e)) is None:
+            raise
+        print(f"{lost}; the run stops, resume with ckpt_path=last run_dir={run_dir}", file=sys.stderr)
+        raise SystemExit(1) from None
     summary = {"step": trainer.global_step, "run_dir": str(run_dir), "nan_skipped": module.nan_skipped,
                "realised_mixture": datamodule.realised_mixture()}
     if trainer.is_global_zero and cfg.get("export", True) and not trainer.fast_dev_run:
