@@ -1,7 +1,7 @@
 """`qwen-audio-mt VERB ...`: one verb per job.
 
-Errors a user can cause (unknown task, language or file) exit 2 with one line naming the bad
-value and no traceback; `CliError` carries them from any verb.
+Errors a user can cause (unknown task, language or file; errors.UserError from any verb) exit 2
+with one line naming the bad value and no traceback (QWEN_AUDIO_MT_DEBUG=1 shows it).
 """
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
-from .tags import TagGrammarError, Text
-from .tasks import TaskError
-from .tokenizer import TokenizerError
-from .targets import TargetError
+from .errors import CliError, UserError, debugging, report
+from .tags import Text
 
-USER_ERRORS = (UserError, TaskError, TokenizerError, TargetError, TagGrammarError, FileNotFoundError)
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
+USER_ERRORS = (UserError, FileNotFoundError)  # a missing file named on the command line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,15 +123,12 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
-    except CliError as e:
-        print(f"qwen-audio-mt: error: {e}", file=sys.stderr)
-        return 2
     except USER_ERRORS as e:
-        print(f"qwen-audio-mt: error: {e}", file=sys.stderr)
-        return 2
+        if debugging():
+            raise
+        return report("qwen-audio-mt", e)
     except BrokenPipeError:
         return 0
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def _fields(args) -> dict:
     for item in args.field or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            from .cli import CliError
+            from .errors import CliError
             raise CliError(f"--field {item!r}: expected KEY=VALUE")
         fields[key] = value
     for name in ("question", "query"):

@@ -10,9 +10,22 @@ import types
 import typing
 from collections.abc import Mapping
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config key the dataclass does not have (names the class and the key)."""
+__all__ = ["ConfigError", "from_dict", "to_dict", "plain"]
+_SCALARS = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _optional(tp) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _check_scalar(tp, value, key: str) -> None:
+    """A wrong scalar type fails here, naming the key, rather than deep inside the job."""
+    ok = _SCALARS.get(tp)
+    if ok is None or (value is None) or isinstance(value, ok) and not (tp is not bool and isinstance(value, bool)):
+        return
+    raise ConfigError(f"{key}={value!r}: expected {tp.__name__}")
 
 
 def _resolve(tp):
@@ -24,31 +37,41 @@ def _resolve(tp):
     return tp
 
 
-def from_dict(cls, data: Mapping | None):
-    """Build dataclass `cls` from a mapping, recursively; unknown keys are an error."""
+def from_dict(cls, data: Mapping | None, where: str | None = None):
+    """Build dataclass `cls` from a mapping, recursively. Unknown keys, a scalar of the wrong
+    type and a mapping expected but not given are ConfigErrors naming the key as `where.key`
+    (`where`: the config node, e.g. "mixture"; the class name when not given)."""
     if data is None:
         return cls()
     if dataclasses.is_dataclass(data):
         return data
+    where = where or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}={data!r}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    kwargs = {}
-    for key, value in data.items():
-        tp = _resolve(hints[key])
-        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-            value = from_dict(tp, value)
-        elif typing.get_origin(tp) is tuple and isinstance(value, (list, tuple)):
-            args = typing.get_args(tp)
-            inner = args[0] if args else None
-            value = tuple(from_dict(inner, v) if dataclasses.is_dataclass(inner) and isinstance(v, Mapping) else v
-                          for v in value)
-        elif typing.get_origin(tp) is dict and isinstance(value, Mapping):
-            value = dict(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+        raise ConfigError(f"{where} has no key(s) {', '.join(unknown)}; its keys: {', '.join(sorted(names))}")
+    return cls(**{key: _field(hints[key], value, f"{where}.{key}") for key, value in data.items()})
+
+
+def _field(hint, value, key: str):
+    tp = _resolve(hint)
+    if value is None and _optional(hint):
+        return None
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if typing.get_origin(tp) is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(tp)
+        inner = args[0] if args else None
+        if dataclasses.is_dataclass(inner):
+            return tuple(from_dict(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(value)
+    if typing.get_origin(tp) is dict and isinstance(value, Mapping):
+        return dict(value)
+    _check_scalar(tp, value, key)
+    return value
 
 
 def to_dict(obj) -> dict:

@@ -15,7 +15,6 @@ calls at its end.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,18 +74,15 @@ def evaluate(cfg: DictConfig) -> dict:
     model, renderer = load_model(raw["model"])
     out = Path(raw["out"])
     out.mkdir(parents=True, exist_ok=True)
-    return score_and_report(model, renderer, list(raw["sources"]), out, from_dict(EvalConfig, raw["eval"]))
+    return score_and_report(model, renderer, list(raw["sources"]), out, from_dict(EvalConfig, raw["eval"], "eval"))
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from .errors import UserError
-    try:
-        evaluate(cfg)
-    except UserError as e:  # a bad path or value: one line, no traceback
-        print(f"qwen_audio_mt.eval: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from .errors import exit_on_user_error
+    exit_on_user_error("qwen_audio_mt.eval", evaluate, cfg)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a bad path or value: one line, exit 2 (errors.run_main)
+    from .errors import run_main
+    run_main("qwen_audio_mt.eval", main)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import lightning as L
 import torch
 
+from .errors import ConfigError
 from .model.builders import ModelConfig, build_model
 from .tasks import load_tasks
 
@@ -37,7 +38,7 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.loss_reduction not in ("token", "sample"):
-            raise ValueError(f"optim.loss_reduction must be 'token' or 'sample', not {self.loss_reduction!r}")
+            raise ConfigError(f"optim.loss_reduction={self.loss_reduction!r}: allowed are 'token' and 'sample'")
 
 
 def sample_losses(out) -> torch.Tensor:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
 from .paths import tags_dir
 
 
-class TagGrammarError(ValueError):
+class TagGrammarError(UserError):
     """A tag sequence out of the prompt order; the message names position, tag and expectation."""
 
 

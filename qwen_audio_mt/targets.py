@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .errors import UserError
 from .tasks import Target, Task, TaskError
 from .tokenizer import Tokenizer
 
 
-class TargetError(ValueError):
+class TargetError(UserError):
     """A sample's labels do not fit its task's target (missing field, label outside the set, ...)."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
 from .paths import tags_dir
 from .tags import TagVocab, Text, load_vocab
 
@@ -29,7 +30,7 @@ CLOSED_KINDS = ("label", "tag")  # one label of a closed set: ranked by likeliho
 _PIECE = re.compile(r"(<\|[^<>|]+\|>|</?audio>|\{[a-z_]+\})")
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """A bad task definition, or a name that is not in the registry."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tiktoken
 
+from .errors import UserError
 from .tags import TagVocab, load_vocab
 
 # Pre-tokenisation patterns of the two bases this project knows. Choice not fixed by Qwen-Audio
@@ -30,7 +31,7 @@ PATTERNS = {
 WHISPER_BASE = "whisper"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     """Bad tokenizer input: a missing base file, an unknown token name, a malformed ranks file."""
 
 

@@ -4,6 +4,9 @@
     python -m qwen_audio_mt.train experiment=three_tasks trainer.max_steps=300
     python -m qwen_audio_mt.train ckpt_path=last run_dir=outputs/train/RUN   # resume a run
 
+A bad value (an override Hydra cannot compose, a config key or value the job cannot use) ends in
+one line and exit 2 (errors.run_main); QWEN_AUDIO_MT_DEBUG=1 shows the traceback.
+
 The config is turned into the package's dataclasses once; `_target_` is used only for the
 trainer, its callbacks and loggers. On rank 0 the run ends with an export folder and, unless
 `evaluate=false`, the test-split evaluation (metrics.json, metrics.md, loss_curve.png).
@@ -30,8 +33,8 @@ def data_config(cfg: dict):
     from .data.loader import LoaderConfig
     from .data.mixture import MixtureConfig
     data = cfg["data"]
-    return DataConfig(mixture=from_dict(MixtureConfig, cfg["mixture"]),
-                      loader=from_dict(LoaderConfig, data["loader"]),
+    return DataConfig(mixture=from_dict(MixtureConfig, cfg["mixture"], "mixture"),
+                      loader=from_dict(LoaderConfig, data["loader"], "data.loader"),
                       valid_split=data.get("valid_split", "valid"), test_split=data.get("test_split", "test"))
 
 
@@ -58,6 +61,12 @@ def set_cpu_threads(raw: dict) -> None:
         torch.set_num_threads(threads)
 
 
+def check_mixture(mixture) -> None:
+    """Sources readable, weights consistent: a bad mixture fails before the trainer starts."""
+    from .data.mixture import components, probabilities
+    probabilities(components(mixture, "train"), mixture)
+
+
 def build(cfg: DictConfig):
     """(module, datamodule, trainer) from a composed config; nothing runs yet."""
     import lightning as L
@@ -70,9 +79,10 @@ def build(cfg: DictConfig):
     L.seed_everything(raw["seed"], workers=True, verbose=False)
     set_cpu_threads(raw)
     max_steps = raw["trainer"].get("max_steps", -1)
-    optim = from_dict(OptimConfig, {**raw["optim"], "total_steps": max(max_steps, 1)})
-    module = AudioLMModule(from_dict(ModelConfig, raw["model"]), optim, raw["log_every"])
+    optim = from_dict(OptimConfig, {**raw["optim"], "total_steps": max(max_steps, 1)}, "optim")
+    module = AudioLMModule(from_dict(ModelConfig, raw["model"], "model"), optim, raw["log_every"])
     datamodule = AudioDataModule(data_config(raw))
+    check_mixture(datamodule.cfg.mixture)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -110,8 +120,10 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from .errors import exit_on_user_error
+    exit_on_user_error("qwen_audio_mt.train", train, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    from .errors import run_main
+    run_main("qwen_audio_mt.train", main)

@@ -38,5 +38,5 @@ def test_sample_reduction_without_label_tokens_is_the_zero_loss():
 
 
 def test_unknown_reduction_is_refused():
-    with pytest.raises(ValueError, match="optim.loss_reduction must be 'token' or 'sample', not 'mean'"):
+    with pytest.raises(ValueError, match="optim.loss_reduction='mean': allowed are 'token' and 'sample'"):
         OptimConfig(loss_reduction="mean")

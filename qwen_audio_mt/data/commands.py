@@ -47,7 +47,7 @@ def cmd_corpus_build(args) -> int:
 
 
 def cmd_shards_build(args) -> int:
-    from ..cli import CliError
+    from ..errors import CliError
     from .build import build
     from .convert import ConvertError, formats
     fmts = formats()
@@ -67,7 +67,7 @@ def cmd_shards_build(args) -> int:
 def inspect(folder: Path) -> dict:
     path = folder / "index.json"
     if not path.exists():
-        from ..cli import CliError
+        from ..errors import CliError
         raise CliError(f"no index.json in {folder}: not a shard folder, or its build did not finish "
                        "(run the build again to resume it)")
     index = json.loads(path.read_text())

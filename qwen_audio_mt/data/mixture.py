@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 DEFAULT_TEMPERATURE = 2.0  # between proportional (1) and uniform (inf): small tasks up-sampled
 
 
-class MixtureError(ValueError):
+class MixtureError(UserError):
     """A mixture that cannot be built (missing index, no shards for the split, mixed weights)."""
 
 
@@ -68,7 +70,9 @@ def read_index(path: str) -> dict:
                 return json.loads(f.read())
         return json.loads(Path(target).read_text())
     except (OSError, ValueError) as e:
-        raise MixtureError(f"cannot read {target}: {e} (build the shards first, e.g. `make shards`)") from None
+        why = "no such file" if isinstance(e, FileNotFoundError) else str(e)
+        raise MixtureError(f"mixture.sources: {path}: cannot read {target} ({why}); build the shards first "
+                           "(make shards) or point mixture.sources / paths.shards at a shard folder") from None
 
 
 def components(cfg: MixtureConfig, split: str) -> list[Component]:
@@ -104,7 +108,7 @@ def probabilities(comps: list[Component], cfg: MixtureConfig) -> np.ndarray:
         missing = [s.path for s in cfg.sources if s.weight is None]
         raise MixtureError(f"either every source has a weight or none does; no weight: {missing}")
     if cfg.temperature <= 0:
-        raise MixtureError(f"temperature must be > 0, got {cfg.temperature}")
+        raise MixtureError(f"mixture.temperature={cfg.temperature}: must be > 0 (1 proportional, larger flatter)")
     raw = np.array([min(c.samples, cfg.caps.get(c.task, cfg.cap or c.samples)) ** (1.0 / cfg.temperature)
                     * float(cfg.task_weights.get(c.task, 1.0)) for c in comps])
     if weighted and all(weighted):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..tokenizer import Tokenizer, TokenizerSpec
 from .adapter import AudioAdapter
 from .audio_lm import AudioLM
@@ -31,6 +32,22 @@ class LLMConfig:
     config: dict | None = None          # e.g. {hidden_size: 256, num_hidden_layers: 4, ...}
     trust_remote_code: bool = False     # a checkpoint folder that ships its own modeling code
     dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.llm.dtype={self.dtype!r}: allowed are {', '.join(DTYPES)}")
+        check_llm_shape(self.config or {})
+
+
+def check_llm_shape(conf: dict) -> None:
+    """Attention heads divide the width, and query heads are a multiple of key/value heads (GQA)."""
+    width, heads = conf.get("hidden_size"), conf.get("num_attention_heads")
+    kv = conf.get("num_key_value_heads")
+    key = "model.llm.config"
+    if width and heads and width % heads:
+        raise ConfigError(f"{key}.hidden_size={width} is not divisible by {key}.num_attention_heads={heads}")
+    if heads and kv and heads % kv:
+        raise ConfigError(f"{key}.num_attention_heads={heads} is not a multiple of {key}.num_key_value_heads={kv}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,9 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> AudioLM
     enc_cfg, enc_state = cfg.encoder, None
     if cfg.encoder.checkpoint:
         enc_cfg, enc_state = load_whisper_checkpoint(cfg.encoder.checkpoint)
+        if enc_cfg.n_mels != cfg.encoder.n_mels:  # the loader computes features from the config's n_mels
+            raise ConfigError(f"model.encoder.n_mels={cfg.encoder.n_mels} but {cfg.encoder.checkpoint} was trained "
+                              f"on {enc_cfg.n_mels} mel bins: set model.encoder.n_mels={enc_cfg.n_mels}")
     encoder = WhisperEncoder(enc_cfg)
     if enc_state is not None:
         encoder.whisper.load_state_dict(enc_state)

@@ -17,6 +17,9 @@ from torch import nn
 from whisper.model import AudioEncoder, ModelDimensions, ResidualAttentionBlock
 
 from ..audio import n_encoder_frames
+from ..errors import ConfigError
+
+MEL_BINS = (80, 128)  # whisper/assets/mel_filters.npz: 80 (<= large-v2, Qwen-Audio), 128 (large-v3, Qwen2-Audio)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,16 @@ class EncoderConfig:
     n_head: int = 20
     n_layer: int = 32
     checkpoint: str | None = None  # a local Whisper .pt ({"dims", "model_state_dict"}); None: random
+
+    def __post_init__(self):  # shapes fail here, naming the key, not as a reshape error mid-step
+        if self.n_mels not in MEL_BINS:
+            raise ConfigError(f"model.encoder.n_mels={self.n_mels}: Whisper's filter banks have {' or '.join(map(str, MEL_BINS))}")
+        if self.n_head < 1 or self.n_state % self.n_head:
+            raise ConfigError(f"model.encoder.n_state={self.n_state} is not divisible by model.encoder.n_head="
+                              f"{self.n_head} (every head gets n_state / n_head dimensions)")
+        for key in ("n_ctx", "n_state", "n_layer"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.encoder.{key}={getattr(self, key)}: must be >= 1")
 
 
 def _attend(block: ResidualAttentionBlock, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
