@@ -1,9 +1,9 @@
 """The fault-injection suite: every test here injects one fault and checks what the project did.
 
 Each test carries `@pytest.mark.fault(fault=..., outcome=..., lost=...)`: the row it contributes to
-README's fault table. `python tests/faults/table.py` prints the table from these markers and the
-last run's results (`tests/faults/.results.json`, written at the end of every run of this folder);
-test_readme checks that README's table holds exactly these rows, each with a passing test.
+README's fault table (fault_table.py renders it; test_table.py checks README holds exactly these
+rows). The results of each run are kept in `.results.json` for `python tests/faults/fault_table.py`.
+
 """
 from __future__ import annotations
 
