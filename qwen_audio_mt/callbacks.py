@@ -10,14 +10,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 class SigtermCheckpoint(L.Callback):
     """On SIGTERM (a scheduler's preemption, `kill`), Lightning finishes the current step and
-    raises SIGTERMException; this writes `last.ckpt` where `ckpt_path=last` finds it."""
+    raises SIGTERMException; this saves the step where `ckpt_path=last` finds it: as one more
+    periodic file that last.ckpt links to, or a real last.ckpt before the first periodic save
+    (checkpoints.save_stop)."""
 
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(str(self.dirpath / "last.ckpt"))
+            from .checkpoints import save_stop
+            save_stop(trainer, self.dirpath)
 
 
 class FinalCheckpoint(L.Callback):
@@ -25,7 +28,8 @@ class FinalCheckpoint(L.Callback):
 
     ModelCheckpoint writes last.ckpt only together with its every-N-steps checkpoints, or once at
     the end of a run that saved none; a run ending at max_steps=250 with saves every 100 would
-    leave last.ckpt at step 200, and `ckpt_path=last` would train steps 200-250 again."""
+    leave last.ckpt at step 200, and `ckpt_path=last` would train steps 200-250 again. The final
+    step becomes one more periodic file (checkpoints.save_stop), so retention bounds it too."""
 
     def __init__(self):
         self.saved_at = -1
@@ -39,7 +43,8 @@ class FinalCheckpoint(L.Callback):
         if cb is None or not cb.save_last or not cb.last_model_path or trainer.fast_dev_run:
             return
         if self.saved_at != trainer.global_step:
-            trainer.save_checkpoint(str(Path(cb.dirpath) / "last.ckpt"))
+            from .checkpoints import save_stop
+            save_stop(trainer, cb.dirpath)
 
 
 class MixtureMonitor(L.Callback):

@@ -2,7 +2,7 @@
 
     python -m qwen_audio_mt.train                          # pretrain_tiny on the embedded corpus
     python -m qwen_audio_mt.train experiment=three_tasks trainer.max_steps=300
-    python -m qwen_audio_mt.train ckpt_path=last run_dir=outputs/train/RUN   # resume a run
+    python -m qwen_audio_mt.train ckpt_path=last run_dir=outputs/train/RUN   # resume: newest checkpoint that loads
 
 A bad value (an override Hydra cannot compose, a config key or value the job cannot use) ends in
 one line and exit 2 (errors.run_main); QWEN_AUDIO_MT_DEBUG=1 shows the traceback.
@@ -85,7 +85,9 @@ def build(cfg: DictConfig):
     check_mixture(datamodule.cfg.mixture)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    from .checkpoints import checkpoint_plugins  # atomic checkpoint writes (AtomicCheckpointIO)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      **checkpoint_plugins(cfg.trainer))
     return module, datamodule, trainer
 
 
@@ -93,10 +95,12 @@ def train(cfg: DictConfig) -> dict:
     """Fit (or resume), export and evaluate. Returns a summary dict."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     cfg = job_config(cfg)
+    from .checkpoints import resolve_resume  # last/auto: the newest checkpoint that loads, said in one line
+    ckpt_path = resolve_resume(cfg.run_dir, cfg.get("ckpt_path"))  # before the trainer prints anything
     module, datamodule, trainer = build(cfg)
     run_dir = Path(cfg.run_dir)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         print(f"stopped by SIGTERM at step {trainer.global_step}; resume with ckpt_path=last "
               f"run_dir={run_dir}", file=sys.stderr)
@@ -115,6 +119,9 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero and cfg.get("evaluate", True) and not trainer.fast_dev_run:
         from .eval import evaluate_run
         summary["metrics"] = evaluate_run(module.model, datamodule, run_dir, cfg)
+    if trainer.is_global_zero:  # what the run leaves on disk (retention: conf/callbacks/default.yaml)
+        from .checkpoints import report_run_folder
+        summary.update(report_run_folder(run_dir))
     return summary
 
 
