@@ -1,5 +1,5 @@
-"""Lightning callbacks of the trainer: a checkpoint on SIGTERM and at the final step, and the
-realised task mixture."""
+"""Lightning callbacks of the trainer: a checkpoint on SIGTERM and at the final step, the
+realised task mixture, and skipped samples in the progress bar."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,7 +48,7 @@ class FinalCheckpoint(L.Callback):
 
 
 class MixtureMonitor(L.Callback):
-    """Logs the realised share of each task (mix/TASK) and skipped samples every N steps."""
+    """Logs the realised share of each task (mix/TASK) every N steps (skipped samples: SkipMonitor)."""
 
     def __init__(self, every_n_steps: int = 50):
         self.every = every_n_steps
@@ -60,8 +60,6 @@ class MixtureMonitor(L.Callback):
             return
         for task, share in dm.realised_mixture().items():
             pl_module.log(f"mix/{task}", share, rank_zero_only=True)
-        for reason, n in dm.state.skipped.items():
-            pl_module.log(f"skipped/{reason}", float(n), rank_zero_only=True)
 
 
 class ValidationMetrics(L.Callback):
@@ -103,3 +101,15 @@ class ValidationMetrics(L.Callback):
         flat = trainer.strategy.broadcast(flat, src=0)
         for key, value in flat.items():
             pl_module.log(key, value, prog_bar=key == "val/aggregate", sync_dist=False)
+
+
+class SkipMonitor(L.Callback):
+    """Skipped samples by reason (`skipped/<reason>`, this rank's count) in the progress bar and
+    the logs at every step from the first skip on, not only every N steps. The first skip of each
+    (reason, shard) is also a warning in the log (data/skips.py) and the run ends with a summary
+    line (train.py)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        dm = trainer.datamodule
+        for reason, n in sorted(getattr(getattr(dm, "state", None), "skipped", {}).items()):
+            pl_module.log(f"skipped/{reason}", float(n), prog_bar=True, rank_zero_only=True)

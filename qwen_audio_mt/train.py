@@ -8,8 +8,10 @@ A bad value (an override Hydra cannot compose, a config key or value the job can
 one line and exit 2 (errors.run_main); QWEN_AUDIO_MT_DEBUG=1 shows the traceback.
 
 The config is turned into the package's dataclasses once; `_target_` is used only for the
-trainer, its callbacks and loggers. On rank 0 the run ends with an export folder and, unless
-`evaluate=false`, the test-split evaluation (metrics.json, metrics.md, loss_curve.png).
+trainer, its callbacks and loggers. On rank 0 the run ends with a line of the samples the loader
+skipped (by reason and shard; summary["skipped"]), an export folder and, unless
+`evaluate=false`, the test-split evaluation (metrics.json, metrics.md, loss_curve.png). Too many
+skipped samples stop a run with one line (data.loader.max_skip_fraction, data/skips.py).
 """
 from __future__ import annotations
 
@@ -112,7 +114,10 @@ def train(cfg: DictConfig) -> dict:
         print(f"{lost}; the run stops, resume with ckpt_path=last run_dir={run_dir}", file=sys.stderr)
         raise SystemExit(1) from None
     summary = {"step": trainer.global_step, "run_dir": str(run_dir), "nan_skipped": module.nan_skipped,
-               "realised_mixture": datamodule.realised_mixture()}
+               "realised_mixture": datamodule.realised_mixture(), "skipped": datamodule.skip_summary()}
+    if trainer.is_global_zero:  # corrupt samples the loader skipped, by reason and shard (data/skips.py)
+        from .data.skips import summary_line
+        print(f"data: {summary_line(summary['skipped'])}", file=sys.stderr)
     if trainer.is_global_zero and cfg.get("export", True) and not trainer.fast_dev_run:
         from .model.export import export
         summary["export"] = str(export(module.model, module.model_cfg, run_dir / "export"))

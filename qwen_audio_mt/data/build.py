@@ -2,6 +2,10 @@
 
 Workers make and ingest items (generation, decoding, resampling and FLAC encoding are the costly
 parts); the parent writes tars in input order, so the result does not depend on the worker count.
+
+A full disk (ENOSPC, or a quota) stops the build with a DiskFullError, one line naming the folder
+and its free space; the unfinished shard and every temporary file are removed, committed shards
+stay, and a rerun after space is freed resumes and ends with the same index.json.
 """
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import DiskFullError, free_space
 from ..render import Renderer
 from ..tasks import load_tasks
 from .ingest import IngestConfig
-from .shards import (BUILDER_VERSION, Job, ShardConfig, Stream, StreamWriter, iter_jobs, load_parts,
-                     run_job, write_json_atomic)
+from .shards import (BUILDER_VERSION, Job, ShardConfig, Stream, StreamWriter, disk_full, iter_jobs, load_parts,
+                     remove_temporaries, run_job, write_bytes_atomic, write_json_atomic)
 
 HIST_BIN_S = 1.0  # duration histogram: 1-s bins from 0 to 30 s
 
@@ -46,12 +51,40 @@ def build(streams: list[Stream], out: Path, cfg: ShardConfig = ShardConfig(), so
           label_sets: Mapping | None = None, progress: bool = True) -> dict:
     """Build (or resume) a shard folder; returns the index, also written as out/index.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "index.json").unlink(missing_ok=True)  # an index exists only for a finished build
-    label_sets = {k: list(v) for k, v in (label_sets or {}).items()}
+    t0 = time.perf_counter()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "index.json").unlink(missing_ok=True)  # an index exists only for a finished build
+        remove_temporaries(out)  # left by a killed build
+        label_sets = {k: list(v) for k, v in (label_sets or {}).items()}
+        _write_shards(streams, out, cfg, label_sets, progress)
+        index = make_index(out, streams, dict(source or {}), label_sets)
+        quarantine = [q for part in load_parts(out) for q in part["quarantined"]]
+        write_bytes_atomic(out / "quarantine.jsonl",
+                           "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+        write_json_atomic(out / "index.json", index)
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        remove_temporaries(out)
+        where = _full_folder(e, out)
+        raise DiskFullError(f"no space left on device writing {where} ({free_space(where)}); "
+                            "free space and rerun to resume") from None
+    index["_elapsed_s"] = time.perf_counter() - t0  # for the caller's report only, not written
+    return index
+
+
+def _full_folder(e: OSError, out: Path) -> Path:
+    """The folder to name: the shard folder, or the one outside it a worker could not write to."""
+    if not e.filename or Path(e.filename).absolute().is_relative_to(out.absolute()):
+        return out
+    return Path(e.filename).parent
+
+
+def _write_shards(streams: list[Stream], out: Path, cfg: ShardConfig, label_sets: dict, progress: bool) -> None:
+    """Every pending job, ingested by the workers, written by this process in input order."""
     seen = {k for part in load_parts(out) for k in part["keys"]}
     pending = list(iter_jobs(streams, out))
-    t0 = time.perf_counter()
     pool = mp.get_context("fork").Pool(cfg.workers, _init, (label_sets, cfg.ingest)) if cfg.workers > 1 else None
     if pool is None:
         _init(label_sets, cfg.ingest)
@@ -61,20 +94,17 @@ def build(streams: list[Stream], out: Path, cfg: ShardConfig = ShardConfig(), so
             for stream, jobs in pending:
                 bar.set_postfix_str(stream.prefix, refresh=False)
                 writer = StreamWriter(out, stream, cfg, seen)
-                for result in _results(jobs, pool):
-                    writer.feed(result)
-                    bar.update()
-                writer.commit()
+                try:
+                    for result in _results(jobs, pool):
+                        writer.feed(result)
+                        bar.update()
+                    writer.commit()
+                except BaseException:  # the unfinished shard goes; committed ones stay for the rerun
+                    writer.abort()
+                    raise
     finally:
         if pool is not None:
             pool.terminate()
-    index = make_index(out, streams, dict(source or {}), label_sets)
-    elapsed = time.perf_counter() - t0
-    quarantine = [q for part in load_parts(out) for q in part["quarantined"]]
-    (out / "quarantine.jsonl").write_text("".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine))
-    write_json_atomic(out / "index.json", index)
-    index["_elapsed_s"] = elapsed  # for the caller's report only, not written
-    return index
 
 
 def _summary(durations: list[float]) -> dict:

@@ -1,9 +1,13 @@
 """LightningDataModule: the mixture's train stream, valid and test streams, and loader state.
 
 The realised mixture is counted in the main process as batches reach the model
-(`on_after_batch_transfer`): `state.seen` (task -> samples) and `state.skipped`
-(reason -> samples) are what the trainer logs and what checkpoints keep. Restoring a checkpoint
-bumps `state.resumes`, so the stream continues with fresh randomness (see loader.py).
+(`on_after_batch_transfer`): `state.seen` (task -> samples), `state.skipped` (reason -> samples)
+and `state.skipped_shards` (reason -> shard -> samples) are what the trainer logs and what
+checkpoints keep. After each batch the skipped share of samples (over all DDP ranks) is checked
+against `data.loader.max_skip_fraction`: past it the run stops with a DataError naming the
+shards. When training ends the ranks' skip counts are merged for the run's summary
+(`skip_summary`). Restoring a checkpoint bumps `state.resumes`, so the stream continues with fresh
+randomness (see loader.py).
 """
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 import lightning as L
 import numpy as np
+import torch
 
+from ..errors import DataError
+from . import skips
 from .loader import EvalStream, LoaderConfig, StreamState, TrainStream, make_loader
 from .mixture import MixtureConfig, components, label_sets, probabilities
 
@@ -32,6 +39,7 @@ class AudioDataModule(L.LightningDataModule):
         self.state = StreamState(seed=cfg.loader.seed)
         self.comps = self.probs = None
         self.label_sets: dict = {}
+        self.run_skips: dict | None = None   # every rank's skips, merged when training ends
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -73,13 +81,42 @@ class AudioDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.training:
             self.observe(batch)
+            if trainer is not None:
+                self.check_skip_limit()
         return batch
 
     def observe(self, batch: dict) -> None:
         for task in batch["tasks"]:
             self.state.seen[task] = self.state.seen.get(task, 0) + 1
-        for reason, n in (batch.get("skipped") or {}).items():
-            self.state.skipped[reason] = self.state.skipped.get(reason, 0) + int(n)
+        skips.tally(self.state.skipped, self.state.skipped_shards, batch.get("skipped"))
+
+    def _world(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def check_skip_limit(self) -> None:
+        """DataError once the skipped share passes the limit; every rank decides on the same
+        (summed) counts, so all stop together."""
+        cfg = self.cfg.loader
+        if cfg.max_skip_fraction is None:
+            return
+        seen, skipped = sum(self.state.seen.values()), sum(self.state.skipped.values())
+        if self._world() > 1:  # one small all-reduce per step, as the loss's finiteness check
+            both = torch.tensor([seen, skipped], dtype=torch.float64, device=self.trainer.strategy.root_device)
+            seen, skipped = (int(x) for x in self.trainer.strategy.reduce(both, reduce_op="sum").tolist())
+        if skips.over_limit(seen, skipped, cfg.max_skip_fraction, cfg.skip_limit_min_samples):
+            shards = skips.merge(_gather(self.state.skipped_shards, self._world()))
+            raise DataError(skips.limit_message(seen, skipped, cfg.max_skip_fraction, shards))
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":  # every rank is here (the process group is still up): merge their skips
+            world = self._world()
+            self.run_skips = skips.summary(
+                sum(_gather(sum(self.state.seen.values()), world)),
+                skips.merge(_gather(self.state.skipped_shards, world)))
+
+    def skip_summary(self) -> dict:
+        """Skipped samples of the run (all ranks once training ended, else this process's)."""
+        return self.run_skips or skips.summary(sum(self.state.seen.values()), self.state.skipped_shards)
 
     def realised_mixture(self) -> dict[str, float]:
         total = sum(self.state.seen.values())
@@ -91,6 +128,19 @@ class AudioDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         self.state = StreamState(**state)
         self.state.resumes += 1  # continue with fresh randomness, never replay the start
+        for reason, n in self.state.skipped.items():  # a checkpoint from before per-shard counts
+            known = sum(self.state.skipped_shards.get(reason, {}).values())
+            if n > known:
+                self.state.skipped_shards.setdefault(reason, {})[skips.UNKNOWN_SHARD] = n - known
+
+
+def _gather(obj, world: int) -> list:
+    """`obj` of every rank (DDP), or [obj]."""
+    if world <= 1 or not torch.distributed.is_initialized():
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def mixture_z_scores(counts: dict[str, int], probs: dict[str, float]) -> dict[str, float]:

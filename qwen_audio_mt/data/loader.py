@@ -10,9 +10,15 @@ Randomness: worker seeds come from SeedSequence([seed, resumes, iteration, rank,
 `resumes` grows on every checkpoint restore, so a resumed run continues with fresh randomness
 and does not replay the samples it started with. Exact replay of a stream is not supported
 (it would need every shuffle buffer's contents in the checkpoint).
+
+Skipped samples (skips.py) are counted by reason and shard in the workers and sent with the
+batches (`batch["skipped"]` rows); a sample whose labels do not fit its task, or whose ids alone
+pass the batch token limit, is skipped too. A DataError raised in a worker (a stream that can only
+skip) reaches the caller with its own one-line message, not the worker's traceback.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..errors import ConfigError, DataError
 from ..render import Renderer
 from ..targets import LABEL_ERRORS
 from ..tokenizer import Tokenizer, TokenizerSpec
@@ -27,7 +34,11 @@ from .augment import AugmentConfig, Augmenter
 from .collate import BatchLimits, Example, bucket, collate
 from .features import log_mel
 from .mixture import Component
-from .stream import SkipCounter, eval_samples, train_samples
+from .skips import STUCK_AFTER, SkipCounter
+from .stream import eval_samples, train_samples
+
+# labels of the wrong type fail inside rendering as TypeError/AttributeError: still the data's fault
+SAMPLE_ERRORS = (*LABEL_ERRORS, TypeError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,15 @@ class LoaderConfig:
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    max_skip_fraction: float | None = 0.05   # stop a run skipping more of its samples (None: never)
+    skip_limit_min_samples: int = 200        # ... once this many were read, so one bad sample cannot
+
+    def __post_init__(self):
+        f = self.max_skip_fraction
+        if f is not None and not 0 <= f <= 1:
+            raise ConfigError(f"data.loader.max_skip_fraction={f}: must be between 0 and 1 (null: no limit)")
+        if self.skip_limit_min_samples < 1:
+            raise ConfigError(f"data.loader.skip_limit_min_samples={self.skip_limit_min_samples}: must be >= 1")
 
 
 @dataclass
@@ -51,6 +71,7 @@ class StreamState:
     iteration: int = 0               # times a train stream was started (one per epoch)
     seen: dict = field(default_factory=dict)      # task -> samples delivered to training
     skipped: dict = field(default_factory=dict)   # reason -> samples skipped
+    skipped_shards: dict = field(default_factory=dict)  # reason -> shard -> samples skipped
 
 
 def reader_info(rank: int, world: int) -> tuple[int, int, int, int]:
@@ -85,9 +106,17 @@ class Featurizer:
 def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCounter) -> Iterator[Example]:
     for s in samples:
         try:
-            yield feat(s, rng)
-        except LABEL_ERRORS as e:  # skipped and counted
-            skipped.skip("bad_label", f"{s.get('key')}: {e}")
+            ex = feat(s, rng)
+        except SAMPLE_ERRORS as e:  # skipped and counted
+            skipped.skip("bad_label", s.get("__url__"), f"{s.get('key')}: {type(e).__name__}: {e}")
+            continue
+        limit = feat.cfg.limits.max_tokens
+        if len(ex.ids) > limit:  # alone it would pass every batch's limit
+            skipped.skip("too_many_tokens", s.get("__url__"),
+                         f"{s.get('key')}: {len(ex.ids):,} ids > data.loader.limits.max_tokens={limit}")
+            continue
+        skipped.ok()
+        yield ex
 
 
 def _one_thread_in_workers() -> None:
@@ -118,7 +147,7 @@ class TrainStream(IterableDataset):
         mix_seq, aug_seq = seq.spawn(2)
         rng, aug_rng = np.random.default_rng(mix_seq), np.random.default_rng(aug_seq)
         comp_seeds = [int(x) for x in seq.generate_state(len(self.comps))]
-        skipped = SkipCounter()
+        skipped = SkipCounter(log_first=False, stuck_after=STUCK_AFTER)  # the main process logs (skips.tally)
         streams: dict[int, Iterator[dict]] = {}
 
         def mixed() -> Iterator[dict]:
@@ -132,11 +161,10 @@ class TrainStream(IterableDataset):
         feat = Featurizer(self.cfg, self.label_sets, train=True)
         n = self.cfg.batches_per_epoch // workers + (worker < self.cfg.batches_per_epoch % workers)
         batches = bucket(_examples(mixed(), feat, aug_rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
-        reported = SkipCounter()
+        reported = Counter()
         for _, batch in zip(range(n), batches):
             out = collate(batch, feat.renderer.tok.end_id)
-            out["skipped"] = dict(skipped - reported)  # new skips since the last batch
-            reported.update(out["skipped"])
+            out["skipped"] = skipped.rows(reported)  # new skips since the last batch
             yield out
 
 
@@ -154,7 +182,7 @@ class EvalStream(IterableDataset):
         for comp in self.comps:
             examples = _examples(eval_samples(comp, reader, readers, skipped), feat, None, skipped)
             for batch in bucket(examples, self.cfg.limits, None, self.cfg.pad_to_30s):
-                yield {**collate(batch, feat.renderer.tok.end_id), "skipped": {}}
+                yield {**collate(batch, feat.renderer.tok.end_id), "skipped": []}  # logged here, not tallied
 
 
 class StreamLoader(DataLoader):
@@ -164,7 +192,30 @@ class StreamLoader(DataLoader):
     def __iter__(self):
         if isinstance(self.dataset, TrainStream):
             self.dataset.state.iteration += 1
-        return super().__iter__()
+        return _OneLineDataErrors(super().__iter__())
+
+
+class _OneLineDataErrors:
+    """DataLoader re-raises a worker's exception with the worker's traceback as its message; a
+    DataError keeps its own one line (what entry points print)."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        return len(self.it)
+
+    def __next__(self):
+        try:
+            return next(self.it)
+        except DataError as e:
+            text = str(e)
+            if not text.startswith("Caught "):
+                raise
+            raise DataError(text.rstrip().splitlines()[-1].partition(": ")[2]) from None
 
 
 def make_loader(dataset: IterableDataset, cfg: LoaderConfig) -> StreamLoader:

@@ -2,7 +2,8 @@
 
 A source is a shard folder or URL prefix holding `index.json` (anything webdataset reads: a
 local folder, `s3://...`, `pipe:...`). Each (source, task) with shards in the split is one
-component. Probabilities:
+component (with each shard's sample count from the index, against which readers count what an
+unreadable shard lost). Probabilities:
 - no weights: temperature sampling from the index counts, p_i ∝ min(n_i, cap_i)^(1/T)
   (T = 1 proportional, T -> inf uniform; caps are T5's examples-proportional cap K);
 - source weights: a source gets its normalised weight, split among its tasks by temperature.
@@ -50,6 +51,11 @@ class Component:
     split: str
     urls: tuple[str, ...]
     samples: int
+    shard_samples: tuple[int, ...] = ()   # per url, from the index: a reader counts what it misses
+
+    @property
+    def expected(self) -> dict[str, int]:
+        return dict(zip(self.urls, self.shard_samples))
 
 
 def _join(base: str, name: str) -> str:
@@ -86,7 +92,7 @@ def components(cfg: MixtureConfig, split: str) -> list[Component]:
                 by_task.setdefault(shard["task"], []).append(shard)
         for task, shards in sorted(by_task.items()):
             out.append(Component(name, task, split, tuple(_join(src.path, s["name"]) for s in shards),
-                                 sum(s["samples"] for s in shards)))
+                                 sum(s["samples"] for s in shards), tuple(s["samples"] for s in shards)))
     if not out:
         raise MixtureError(f"no shards for split {split!r} in {[s.path for s in cfg.sources]}")
     return out

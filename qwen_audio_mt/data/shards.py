@@ -13,9 +13,15 @@ A shard is written under a temporary name, renamed when complete, then committed
 record. A build killed at any moment and run again keeps the committed shards, skips the inputs
 they consumed (no audio is decoded or generated for them) and ends with the same index: keys,
 seeds and tar bytes (mtime 0, sorted members) are deterministic.
+
+Every file is written through `open_for_write` (one place, so tests can fill the disk) under a
+temporary name: a write that fails (ENOSPC, or any error) removes its temporary file, and
+`remove_temporaries` clears what a killed build left; build.py turns a full disk into one line.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -66,11 +72,40 @@ def shard_name(prefix: str, n: int) -> str:
     return f"{prefix}-{n:05d}.tar"
 
 
+TMP = ".tmp"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_FULL
+
+
+def open_for_write(path: Path):
+    return open(path, "wb")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + TMP)
+    try:
+        with open_for_write(tmp) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     # ASCII with escapes: quarantine details may quote undecodable file names
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=True, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=True, sort_keys=True) + "\n").encode())
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Delete the temporary files of a build that stopped (killed, disk full) in `out`."""
+    found = [p for d in (out, out / PARTS) if d.is_dir() for p in d.glob(f"*{TMP}")]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 class TarShard:
@@ -78,8 +113,8 @@ class TarShard:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.file = open(self.tmp, "wb")
+        self.tmp = path.with_name(path.name + TMP)
+        self.file = open_for_write(self.tmp)
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.samples, self.bytes, self.keys, self.durations = 0, 0, [], []
 
@@ -103,8 +138,9 @@ class TarShard:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def abort(self) -> None:
-        self.tar.close()
-        self.file.close()
+        """Drop the unfinished shard. No tar trailer is written: the disk may be full."""
+        with contextlib.suppress(OSError):  # flushing on a full disk fails; the file still closes
+            self.file.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -162,9 +198,19 @@ class StreamWriter:
                 "keys": s.keys if s else [], "durations": s.durations if s else [],
                 "quarantined": self.quarantined, "sha256": s.close() if s else None}
         (self.out / PARTS).mkdir(exist_ok=True)
-        write_json_atomic(self.out / PARTS / f"{self.stream.prefix}-{self.n:05d}.json", part)
+        try:
+            write_json_atomic(self.out / PARTS / f"{self.stream.prefix}-{self.n:05d}.json", part)
+        except BaseException:  # not committed: the renamed shard would only take space until the rerun
+            if s:
+                (self.out / name).unlink(missing_ok=True)
+            raise
         self.n += 1
         self.start, self.shard, self.quarantined = self.pos, None, []
+
+    def abort(self) -> None:
+        if self.shard is not None:
+            self.shard.abort()
+            self.shard = None
 
 
 def run_job(job: Job, renderer, cfg: IngestConfig, windowable: frozenset) -> list[Record] | Quarantined:
@@ -173,6 +219,8 @@ def run_job(job: Job, renderer, cfg: IngestConfig, windowable: frozenset) -> lis
     try:
         item = job.fn(*job.args)
     except Exception as e:  # a converter meeting bad bytes/encodings must not stop the build
+        if disk_full(e):  # not the item's fault: quarantining it would lose it for the rerun
+            raise
         reason = getattr(e, "reason", None) or ("bad_text_encoding" if isinstance(e, UnicodeError)
                                                  else "source_error")
         return Quarantined(job.source, job.key, reason, f"{type(e).__name__}: {e}")
