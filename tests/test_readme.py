@@ -115,3 +115,14 @@ def test_task_counts_are_the_registry():
     reg = load_tasks()
     m = re.search(r"the task registry: (\d+) tasks \((\d+) speech, (\d+) sound, (\d+) music\)", README)
     assert m and [int(x) for x in m.groups()] == [len(reg)] + [len(reg.by_domain(d)) for d in ("speech", "sound", "music")]
+
+
+def test_error_example_runs_as_written(tmp_path):
+    """'When things go wrong' shows a command and the one line it prints: both as written."""
+    lines = README.split("## When things go wrong", 1)[1].splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("$ python -m qwen_audio_mt.train"))
+    cmd, shown = lines[at][2:], lines[at + 1]
+    out = subprocess.run([*shlex.split(cmd), f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                         timeout=300)
+    assert (out.returncode, out.stderr) == (2, shown + "\n")
