@@ -141,12 +141,14 @@ def link_atomically(target: Path, link: Path) -> None:
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint for the periodic saves (see the module docstring), changing three things:
+    """ModelCheckpoint for the periodic saves (see the module docstring), changing four things:
 
     - last.ckpt links are swapped in atomically (Lightning removes the old link, then links);
     - with `save_weights_only`, last.ckpt is a real full file (a link would point at weights);
     - the file a run resumed from is not kept for ever (Lightning protects it): here it is an
-      older periodic file that top-k retention drops like the others.
+      older periodic file that top-k retention drops like the others;
+    - a save on an epoch's last batch happens at that step (Lightning would wait for a
+      validation that may not come: the 1,800-step default lost every 200th step's file).
     `save_now` saves the current step like a periodic save (the final step, SIGTERM)."""
 
     @staticmethod
@@ -183,6 +185,18 @@ class PeriodicCheckpoint(ModelCheckpoint):
                           **{k: move(state_dict.get(k) or "")
                              for k in ("best_model_path", "kth_best_model_path", "last_model_path")}}
         super().load_state_dict(state_dict)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # On an epoch's last batch Lightning defers a monitored save to the end of validation (for
+        # fresh validation metrics). The step needs none, and with val_check_interval in batches
+        # no validation follows: the save at that step would be lost. Save now instead.
+        if self._defer_save_until_validation and self.monitor == "step":
+            self._defer_save_until_validation = False
+            if not self._should_skip_saving_checkpoint(trainer):
+                candidates = self._monitor_candidates(trainer)
+                self._save_topk_checkpoint(trainer, candidates)
+                self._save_last_checkpoint(trainer, candidates)
 
     def save_now(self, trainer) -> None:
         """A periodic save (plus last.ckpt) at the current step, unless this step is saved."""

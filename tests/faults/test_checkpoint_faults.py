@@ -42,7 +42,8 @@ def in_process(run: Path, shards: Path, *overrides: str) -> dict:
 @pytest.fixture(scope="module")
 def run30(tmp_path_factory, small_corpus) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("run30") / "run"
-    summary = in_process(run, small_corpus, "trainer.max_steps=30", *VALIDATE_AT_30)
+    # epochs of 10 batches: saves that fall on an epoch's last batch (10, 20, 30) are kept too
+    summary = in_process(run, small_corpus, "trainer.max_steps=30", "data.loader.batches_per_epoch=10", *VALIDATE_AT_30)
     return run, summary
 
 
