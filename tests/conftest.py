@@ -1,7 +1,9 @@
-"""Shared fixtures: tokenizers on both bases, the renderer, and the shared real-data root."""
+"""Shared fixtures: tokenizers on both bases, the renderer, and the shared real-data root; the
+fault table's marker."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,34 @@ def tiny_export(tmp_path_factory):
     torch.manual_seed(0)
     cfg = tiny_model_config()
     return export(build_model(cfg), cfg, tmp_path_factory.mktemp("run") / "export")
+
+
+# The fault-injection suite (tests/faults/): each test's `@pytest.mark.fault(fault=..., outcome=...,
+# lost=...)` is a row of README's fault table (tests/faults/fault_table.py renders it, test_table.py
+# checks it). Kept here, not in a tests/faults/conftest.py: a second module named `conftest`
+# would shadow this one for the tests that `from conftest import ...`.
+FAULT_RESULTS = Path(__file__).parent / "faults" / ".results.json"  # for tests/faults/fault_table.py
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "fault(fault, outcome, lost): a row of README's fault table")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    mark = item.get_closest_marker("fault")
+    if mark is None or report.when != "call" and not (report.when == "setup" and report.skipped):
+        return
+    item.config.stash.setdefault(_ROWS, {})[item.nodeid] = {**mark.kwargs, "result": report.outcome}
+
+
+_ROWS = pytest.StashKey[dict]()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    rows = session.config.stash.get(_ROWS, {})
+    if rows:
+        old = json.loads(FAULT_RESULTS.read_text()) if FAULT_RESULTS.exists() else {}
+        FAULT_RESULTS.write_text(json.dumps({**old, **rows}, indent=1, sort_keys=True) + "\n")
