@@ -43,6 +43,10 @@ class MixtureConfig:
     caps: dict = field(default_factory=dict)                # per-task caps
     task_weights: dict = field(default_factory=dict)        # per-task multipliers
 
+    def __post_init__(self):  # checked when the config is read, before any source is opened
+        if self.temperature <= 0:
+            raise MixtureError(f"mixture.temperature={self.temperature}: must be > 0 (1 proportional, larger flatter)")
+
 
 @dataclass(frozen=True)
 class Component:
