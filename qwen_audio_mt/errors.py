@@ -7,12 +7,18 @@ group option, a key not in the config, an override that does not parse) are repo
 way, folded onto one line. Anything else is a bug and keeps its traceback. With
 QWEN_AUDIO_MT_DEBUG=1 (or Hydra's HYDRA_FULL_ERROR=1) user errors show their traceback too.
 
+A run that seems hung can be asked where it is: `kill -USR2 PID` (any rank or loader worker of a
+`run_main` entry point) prints every thread's Python stack to its stderr, and the run goes on.
+SIGUSR2, not faulthandler's usual SIGUSR1: Lightning's SLURM auto-requeue takes SIGUSR1.
+
 No imports at module level beyond the standard library, so tags/, tasks and tokenizer code can
 subclass these without loading torch or Hydra.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -134,4 +140,6 @@ def run_main(prog: str, main: Callable[[], object]) -> None:
     if debugging():
         os.environ[DEBUG_ENV] = "1"  # DDP ranks re-run the command: they show tracebacks too
     os.environ["HYDRA_FULL_ERROR"] = os.environ[_OURS] = "1"
+    if hasattr(signal, "SIGUSR2"):  # forked loader workers inherit it (a C-level handler)
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
     exit_on_user_error(prog, main)

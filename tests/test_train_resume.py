@@ -37,13 +37,24 @@ def launch(cmd: list[str], log: Path) -> subprocess.Popen:
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
+def stacks_then_kill(proc: subprocess.Popen, log: Path) -> str:
+    """Every process of a stuck run prints its threads' stacks (SIGUSR2, errors.run_main), then
+    the run is killed: the log's tail, stacks included, for the failure message."""
+    try:
+        os.killpg(proc.pid, signal.SIGUSR2)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return log.read_text()[-12000:]
+
+
 def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        pytest.fail(f"no exit within {timeout} s:\n{log.read_text()[-3000:]}")
+        pytest.fail(f"no exit within {timeout} s:\n{stacks_then_kill(proc, log)}")
     return log.read_text()
 
 
@@ -62,8 +73,7 @@ def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 180)
         if proc.poll() is not None:
             pytest.fail(f"training exited ({proc.returncode}) before the condition:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"condition not met within {timeout} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"condition not met within {timeout} s:\n{stacks_then_kill(proc, log)}")
 
 
 def step_checkpoints(run: Path) -> dict[int, Path]:
@@ -126,6 +136,8 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, small_corpus):
     proc = launch(command(run, small_corpus, *EVERY_5, "trainer.max_steps=1000"), log)
     try:
         wait_for(lambda: step_checkpoints(run), proc, log)
+        os.killpg(proc.pid, signal.SIGUSR2)  # "where are you?": stacks, and the run goes on
+        wait_for(lambda: "most recent call first" in log.read_text(), proc, log, timeout=30)
         time.sleep(1.0)  # a few steps past the checkpoint, most likely
         sent_at = max(step_checkpoints(run))
         proc.send_signal(signal.SIGTERM)  # the main process only, as a scheduler would
@@ -135,6 +147,7 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, small_corpus):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, out[-3000:]
+    assert "in _worker_loop" in out  # the loader worker answered SIGUSR2 too
     stopped = int(re.search(r"stopped by SIGTERM at step (\d+)", out).group(1))
     # the step it stopped at is saved: one more periodic file (unless that step's save had just
     # been made), which last.ckpt links to

@@ -18,9 +18,12 @@ skip) reaches the caller with its own one-line message, not the worker's traceba
 """
 from __future__ import annotations
 
+import sys
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,11 +122,25 @@ def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCount
         yield ex
 
 
-def _one_thread_in_workers() -> None:
-    """A loader worker decodes one sample at a time: one torch thread each, so workers do not
-    contend with the trainer's threads. In the main process (num_workers=0) leave torch alone."""
+def _setup_worker() -> None:
+    """In a loader worker (not the main process, num_workers=0): one torch thread, since a worker
+    decodes one sample at a time and must not contend with the trainer's threads; and quiet
+    hand-over threads (`_quiet_lost_consumer`)."""
     if torch.utils.data.get_worker_info() is not None:
         torch.set_num_threads(1)
+        sys.excepthook = _quiet_lost_consumer
+
+
+def _quiet_lost_consumer(exc_type, exc, tb) -> None:
+    """multiprocessing's resource sharer, a thread in each worker, hands batch tensors to the
+    training process; when that process dies mid-hand-over (killed, or a DDP peer's launcher
+    killing it) the thread reports a ConnectionError through sys.excepthook and serves on. The
+    death is reported where it happened (a DDP survivor's one line) and the orphaned worker exits
+    by itself: its traceback would only bury that line. Anything else keeps Python's report."""
+    if issubclass(exc_type, (ConnectionError, EOFError)) and any(
+            Path(f.filename).name == "resource_sharer.py" for f in traceback.extract_tb(tb)):
+        return
+    sys.__excepthook__(exc_type, exc, tb)
 
 
 class TrainStream(IterableDataset):
@@ -140,7 +157,7 @@ class TrainStream(IterableDataset):
         return np.random.SeedSequence([s.seed, s.resumes, s.iteration, self.rank, worker])
 
     def __iter__(self) -> Iterator[dict]:
-        _one_thread_in_workers()
+        _setup_worker()
         worker, workers, reader, readers = reader_info(self.rank, self.world)
         seq = self.seeds(worker)
         # separate streams: turning augmentation on must not change which samples are drawn
@@ -175,7 +192,7 @@ class EvalStream(IterableDataset):
         self.comps, self.cfg, self.label_sets, self.rank, self.world = comps, cfg, label_sets, rank, world
 
     def __iter__(self) -> Iterator[dict]:
-        _one_thread_in_workers()
+        _setup_worker()
         _, _, reader, readers = reader_info(self.rank, self.world)
         feat = Featurizer(self.cfg, self.label_sets, train=False)
         skipped = SkipCounter()
