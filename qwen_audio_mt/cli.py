@@ -114,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_verbs():
     """Verbs defined beside the code they drive (data building, training...)."""
-    from . import commands
+    from . import chat_cli, commands
     from .data import commands as data_commands
-    return [data_commands.register, commands.register]
+    return [data_commands.register, commands.register, chat_cli.register]
 
 
 def main(argv=None) -> int:
