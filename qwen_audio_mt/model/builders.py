@@ -7,6 +7,7 @@
   resized to the tokenizer, rounded up to a multiple of `pad_vocab_to`.
 - Trainable flags per part; `new_token_rows` lets the rows added for the tag tokens train while
   the LLM is frozen (Qwen-Audio pretraining) by masking the old rows' gradients.
+- `lora.r > 0`: LoRA through peft on the LLM, after the flags (lora.py: what trains then).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..tokenizer import Tokenizer, TokenizerSpec
 from .adapter import AudioAdapter
 from .audio_lm import AudioLM
 from .encoder import EncoderConfig, WhisperEncoder, load_whisper_checkpoint
+from .lora import LoRAConfig, apply_lora
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -66,6 +68,7 @@ class ModelConfig:
     trainable: Trainable = field(default_factory=Trainable)
     gradient_checkpointing: bool = False
     pad_vocab_to: int = 64
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # r=0: off
 
 
 def _round_up(n: int, k: int) -> int:
@@ -114,7 +117,8 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> AudioLM
     # The checkpoint's rows that hold tokens of its own: Qwen's padding rows past its specials are
     # where the tag tokens land (from [[[AUDIO:modality]]] on), and those must train.
     apply_trainable(model, cfg.trainable, min(old_rows, tok.role_id("audio_placeholder")))
-    return model
+    # under LoRA the special tokens' rows (tags, chat markers) are the new ones, whatever the checkpoint
+    return apply_lora(model, cfg.lora, range(tok.n_base, tok.n_vocab) if cfg.trainable.new_token_rows else None)
 
 
 def apply_trainable(model: AudioLM, t: Trainable, old_rows: int) -> None:

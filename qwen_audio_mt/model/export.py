@@ -8,9 +8,16 @@ An export folder holds everything inference needs:
 `load_exported(folder)` rebuilds model, tokenizer and renderer in one call. Lightning
 checkpoints carry the same ModelConfig (lit.py), so `load_checkpoint(path)` needs no Hydra
 either; both load with `weights_only=True` semantics (safetensors holds only tensors).
+
+LoRA (lora.py): `export` merges a deep copy of the model (the caller's keeps its LoRA layers and
+can go on training or evaluating; peak memory is two models while it runs) and writes the config
+with `lora.r=0`, so an export is a plain model that loads without peft. `load_checkpoint` of a
+LoRA run rebuilds the LoRA model (the state dict has peft's key names), loads it and merges it:
+it returns a plain model and its config with `lora.r=0`.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -29,6 +36,7 @@ from ..tasks import load_tasks
 from ..tokenizer import WHISPER_BASE, Tokenizer, TokenizerSpec
 from .audio_lm import AudioLM
 from .builders import ModelConfig, build_model
+from .lora import merge_lora
 
 TAG_FILES = ("tokens.yaml", "tasks.yaml", "languages.yaml")
 
@@ -55,7 +63,10 @@ def export(model: AudioLM, cfg: ModelConfig, folder: str | Path) -> Path:
     if llm.path:
         arch = {k: v for k, v in model.llm.config.to_dict().items() if k not in ("model_type", "transformers_version")}
         llm = replace(llm, path=None, model_type=model.llm.config.model_type, config=arch)
-    portable = replace(cfg, tokenizer=spec, encoder=replace(cfg.encoder, checkpoint=None), llm=llm)
+    portable = replace(cfg, tokenizer=spec, encoder=replace(cfg.encoder, checkpoint=None), llm=llm,
+                       lora=replace(cfg.lora, r=0))
+    if cfg.lora.r:
+        model = merge_lora(copy.deepcopy(model))
     (folder / "config.json").write_text(json.dumps(to_dict(portable), indent=1))
     save_model(model, str(folder / "model.safetensors"))
     return folder
@@ -85,6 +96,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Mod
     model = build_model(cfg)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
+    if cfg.lora.r:  # loaded under peft's key names, then folded into plain weights
+        model, cfg = merge_lora(model), replace(cfg, lora=replace(cfg.lora, r=0))
     return model.eval(), cfg
 
 
