@@ -22,7 +22,6 @@ import torch
 
 from .errors import ConfigError
 from .model.builders import ModelConfig, build_model
-from .tasks import load_tasks
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,6 @@ class AudioLMModule(L.LightningModule):
         super().__init__()
         self.model_cfg, self.optim_cfg, self.log_every = model_cfg, optim, log_every
         self.model = build_model(model_cfg)
-        self.task_names = load_tasks().names
         self.nan_skipped = 0
 
     # ------------------------------------------------------------------ steps
@@ -93,10 +91,11 @@ class AudioLMModule(L.LightningModule):
         return loss
 
     def _log_tasks(self, stage: str, batch, out, **kw) -> None:
+        """Per-task loss, by the batch's task names (a conversation's is its shard family)."""
         loss = sample_losses(out).detach()
-        for t in batch["task_index"].unique().tolist():
-            sel = batch["task_index"] == t
-            name = self.task_names[t]
+        tasks = batch["tasks"]
+        for name in sorted(set(tasks)):
+            sel = torch.tensor([t == name for t in tasks], device=loss.device)
             self.log(f"{stage}/loss_{name}", loss[sel].mean(), batch_size=int(sel.sum()), **kw)
 
     def validation_step(self, batch, batch_idx):

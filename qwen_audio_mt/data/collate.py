@@ -23,14 +23,19 @@ from ..render import IGNORE
 class Example:
     key: str
     task: str
-    task_index: int
-    mel: torch.Tensor        # [n_mels, frames]
+    task_index: int          # in the registry; -1 for a conversation
+    mel: torch.Tensor | None  # [n_mels, frames]; None for a conversation (its audios are `clips`)
     frames: int              # mel frames of the real audio (< mel frames with 30-s padding)
     ids: list[int]
     loss_mask: list[int]
-    audio_start: int         # index of the first placeholder in ids
+    audio_start: int         # index of the first placeholder in ids (-1: a conversation)
     n_audio: int             # placeholders (LLM audio positions)
-    seconds: float           # cost for bucketing (30 with pad_to_30s)
+    seconds: float           # cost for bucketing (30 with pad_to_30s; a conversation: its audios' sum)
+    clips: tuple = ()        # a conversation's audios in order: ((mel, frames), ...); text-only: ()
+
+    def audio(self) -> list[tuple[torch.Tensor, int]]:
+        """(mel, real frames) of every clip, in the order their placeholders appear in ids."""
+        return [(self.mel, self.frames)] if self.mel is not None else list(self.clips)
 
 
 @dataclass(frozen=True)
@@ -80,23 +85,29 @@ def bucket(examples: Iterator[Example], lim: BatchLimits, rng: np.random.Generat
 
 
 def collate(batch: list[Example], pad_id: int) -> dict:
-    n_mels = batch[0].mel.shape[0]
-    frames = max(e.mel.shape[1] for e in batch)
+    """Padded tensors of a batch. `mel` stacks every clip of the batch, row by row and in order
+    within a row (the order of the placeholders, which the model fills in that order): one clip
+    per task sample, any number per conversation; None when no sample has audio."""
+    clips = [c for e in batch for c in e.audio()]
     length = max(len(e.ids) for e in batch)
     out = {
-        "mel": torch.zeros(len(batch), n_mels, frames),
-        "mel_lengths": torch.tensor([e.mel.shape[1] for e in batch]),
-        "audio_frames": torch.tensor([e.frames for e in batch]),
+        "mel": None, "mel_lengths": None, "audio_frames": torch.tensor([f for _, f in clips], dtype=torch.long),
         "input_ids": torch.full((len(batch), length), pad_id, dtype=torch.long),
         "labels": torch.full((len(batch), length), IGNORE, dtype=torch.long),
         "attention_mask": torch.zeros(len(batch), length, dtype=torch.long),
-        "audio_spans": torch.tensor([[e.audio_start, e.n_audio] for e in batch], dtype=torch.long),
         "task_index": torch.tensor([e.task_index for e in batch]),
         "keys": [e.key for e in batch],
         "tasks": [e.task for e in batch],
     }
+    if all(e.mel is not None for e in batch):  # task samples: where each one's audio span is
+        out["audio_spans"] = torch.tensor([[e.audio_start, e.n_audio] for e in batch], dtype=torch.long)
+    if clips:
+        frames = max(m.shape[1] for m, _ in clips)
+        out["mel"] = torch.zeros(len(clips), clips[0][0].shape[0], frames)
+        out["mel_lengths"] = torch.tensor([m.shape[1] for m, _ in clips])
+        for i, (m, _) in enumerate(clips):
+            out["mel"][i, :, : m.shape[1]] = m
     for i, e in enumerate(batch):
-        out["mel"][i, :, : e.mel.shape[1]] = e.mel
         ids = torch.tensor(e.ids)
         out["input_ids"][i, : len(ids)] = ids
         out["labels"][i, : len(ids)] = torch.where(torch.tensor(e.loss_mask, dtype=torch.bool), ids, IGNORE)
@@ -106,6 +117,8 @@ def collate(batch: list[Example], pad_id: int) -> dict:
 
 def frame_counts(batch: dict) -> tuple[int, int]:
     """(real, computed) mel frames of a batch; the encoder's frames follow the same ratio."""
+    if batch["mel"] is None:
+        return 0, 0
     return int(batch["audio_frames"].sum()), batch["mel"].shape[0] * batch["mel"].shape[2]
 
 

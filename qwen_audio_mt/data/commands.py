@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from inspect import signature as inspect_signature
 from pathlib import Path
 
 from .ingest import IngestConfig
@@ -57,7 +58,10 @@ def cmd_shards_build(args) -> int:
     if not src.exists():
         raise CliError(f"source not found: {src}")
     try:
-        plan = fmts[args.format].plan(src)
+        extra = {"audio_root": args.audio_root} if args.audio_root else {}
+        if extra and "audio_root" not in inspect_signature(fmts[args.format].plan).parameters:
+            raise CliError(f"--audio-root: format {args.format!r} finds its audio itself (only qwen_chat takes it)")
+        plan = fmts[args.format].plan(src, **extra)
     except ConvertError as e:
         raise CliError(str(e)) from None
     index = build(plan.streams, Path(args.out), _shard_cfg(args), plan.source, plan.label_sets)
@@ -118,6 +122,7 @@ def register(sub) -> None:
     p = shards.add_parser("build", help="convert a dataset folder into shards")
     p.add_argument("--format", required=True)
     p.add_argument("--src", required=True)
+    p.add_argument("--audio-root", help="qwen_chat: the folder its <audio> paths are relative to (default: the file's)")
     _build_args(p)
     p.set_defaults(func=cmd_shards_build)
     p = shards.add_parser("inspect", help="per-task counts, hours, durations, quarantine")

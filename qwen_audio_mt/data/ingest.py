@@ -15,7 +15,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +58,21 @@ class RawItem:
 
 @dataclass
 class Record:
-    """A ready shard sample: the key, FLAC bytes and the JSON metadata."""
+    """A ready shard sample: the key, FLAC bytes and the JSON metadata. A conversation has no
+    `.flac` member (flac=b"") but one `audioN.flac` per audio in `members`."""
     key: str
     flac: bytes
     meta: dict
+    members: dict[str, bytes] = field(default_factory=dict)
+
+    def files(self) -> dict[str, bytes]:
+        """Member extension -> bytes, as the shard holds them ({key}.{extension})."""
+        meta = json.dumps(self.meta, ensure_ascii=False, sort_keys=True).encode()
+        return {**({"flac": self.flac} if self.flac else {}), **self.members, "json": meta}
 
     @property
     def nbytes(self) -> int:
-        return len(self.flac) + len(json.dumps(self.meta))
+        return sum(len(b) for b in self.files().values())
 
 
 @dataclass

@@ -33,7 +33,9 @@ from ..errors import ConfigError, DataError
 from ..render import Renderer
 from ..targets import LABEL_ERRORS
 from ..tokenizer import Tokenizer, TokenizerSpec
+from ..conversation import ConversationTooLong
 from .augment import AugmentConfig, Augmenter
+from .chat_features import ChatFeaturizer
 from .collate import BatchLimits, Example, bucket, collate
 from .features import log_mel
 from .mixture import Component
@@ -55,6 +57,7 @@ class LoaderConfig:
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    max_conversation_tokens: int = 2048     # a conversation is cut after its last whole exchange within this
     max_skip_fraction: float | None = 0.05   # stop a run skipping more of its samples (None: never)
     skip_limit_min_samples: int = 200        # ... once this many were read, so one bad sample cannot
 
@@ -94,8 +97,11 @@ class Featurizer:
                                              label_sets=label_sets)
         self.augmenter = Augmenter(cfg.augment, self.renderer.registry) if train else None
         self.audio_start = self.renderer.tok.role_id("audio_start")
+        self.chat = ChatFeaturizer(self.renderer.tok, cfg.n_mels, cfg.pad_to_30s, cfg.max_conversation_tokens)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> Example:
+        if "messages" in sample:  # a conversation (chat SFT)
+            return self.chat(sample)
         if self.augmenter is not None:
             sample = self.augmenter.wave(sample, rng)
         mel, frames, n_audio = log_mel(sample["audio"], self.cfg.n_mels, self.cfg.pad_to_30s)
@@ -110,6 +116,9 @@ def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCount
     for s in samples:
         try:
             ex = feat(s, rng)
+        except ConversationTooLong as e:
+            skipped.skip("conversation_too_long", s.get("__url__"), str(e))
+            continue
         except SAMPLE_ERRORS as e:  # skipped and counted
             skipped.skip("bad_label", s.get("__url__"), f"{s.get('key')}: {type(e).__name__}: {e}")
             continue

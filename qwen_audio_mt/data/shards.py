@@ -2,7 +2,8 @@
 
 Layout of a shard folder:
     {split}-{task}-{n:05d}.tar   members {key}.flac + {key}.json, one task per shard so the loader
-                                 can mix tasks at any ratio
+                                 can mix tasks at any ratio (a conversation, chat_ingest.py:
+                                 {key}.audio0.flac, {key}.audio1.flac, ... + {key}.json)
     _parts/{shard}.json          the commit record of a finished shard: the input range it
                                  consumed, its keys, durations and quarantined inputs
     quarantine.jsonl             every rejected input: source, key, reason, detail
@@ -119,13 +120,13 @@ class TarShard:
         self.samples, self.bytes, self.keys, self.durations = 0, 0, [], []
 
     def add(self, rec: Record) -> None:
-        meta = json.dumps(rec.meta, ensure_ascii=False, sort_keys=True).encode()
-        for name, data in ((f"{rec.key}.flac", rec.flac), (f"{rec.key}.json", meta)):
-            info = tarfile.TarInfo(name)
+        files = rec.files()
+        for ext, data in files.items():
+            info = tarfile.TarInfo(f"{rec.key}.{ext}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             self.tar.addfile(info, io.BytesIO(data))
         self.samples += 1
-        self.bytes += len(rec.flac) + len(meta)
+        self.bytes += sum(len(b) for b in files.values())
         self.keys.append(rec.key)
         self.durations.append(rec.meta["duration"])
 
@@ -224,6 +225,9 @@ def run_job(job: Job, renderer, cfg: IngestConfig, windowable: frozenset) -> lis
         reason = getattr(e, "reason", None) or ("bad_text_encoding" if isinstance(e, UnicodeError)
                                                  else "source_error")
         return Quarantined(job.source, job.key, reason, f"{type(e).__name__}: {e}")
+    from .chat_ingest import ChatItem, ingest_chat
+    if isinstance(item, ChatItem):
+        return ingest_chat(item, cfg)
     return ingest(item, renderer, cfg, windowable)
 
 

@@ -17,7 +17,8 @@ naming the shards instead.
 
 Reasons: corrupt_tar, incomplete_sample, unexpected_member (a member other than .flac/.json, e.g. a
 pickle: never unpickled), label_too_large, label_not_utf8, bad_label_json, undecodable_sample,
-non_finite_audio, bad_label (labels that do not fit the task), too_many_tokens.
+non_finite_audio, bad_label (labels that do not fit the task), too_many_tokens, conversation_too_long
+(a conversation whose first exchange alone passes data.loader.max_conversation_tokens).
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ shards with its own seed. A per-component shuffle buffer (raw bytes, before deco
 samples within shards. Eval: every shard once in order, sample i read by reader i mod readers.
 
 Members are read as bytes and only `.flac` (any format libsndfile reads, which must hold finite
-16-kHz mono audio) and `.json` (UTF-8, at most MAX_LABEL_BYTES) are decoded: nothing is ever
-unpickled, and a sample with any other member (a pickle, a tensor file) is skipped whole. A bad
+16-kHz mono audio), a conversation's `.audioN.flac` (the same, as `meta["audios"]` in order) and
+`.json` (UTF-8, at most MAX_LABEL_BYTES) are decoded: nothing is ever unpickled, and a sample
+with any other member (a pickle, a tensor file) is skipped whole. A bad
 sample or an unreadable tar region is skipped and counted by reason and shard (skips.py); the
 counts travel to the trainer with the batches, which shows them and stops a run that skips too
 much.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from collections.abc import Iterator, Mapping
 from functools import partial
 
@@ -31,6 +33,7 @@ from .skips import SkipCounter, error_text, shard_of
 
 MAX_LABEL_BYTES = 1 << 20   # a label is a few hundred bytes; 1 MiB is a broken or hostile one
 MEMBERS = {"flac", "json"}
+_CHAT_AUDIO = re.compile(r"audio(\d+)\.flac")   # a conversation's audio members (chat_ingest.py)
 
 
 class NonFiniteAudio(ValueError):
@@ -69,12 +72,37 @@ def decode_label(data: bytes) -> dict:
 
 
 def _members_problem(raw: dict) -> tuple[str, str] | None:
+    """Before decoding: only known members, and a label. A task sample also needs its `.flac`;
+    a conversation's audio members are checked against its label (`_audio_members`)."""
     members = sorted(k for k in raw if not k.startswith("__"))
-    if set(members) - MEMBERS:
-        return "unexpected_member", f"{raw.get('__key__')} has {members}: only .flac and .json are read"
-    if set(members) != MEMBERS:
+    chat = [m for m in members if _CHAT_AUDIO.fullmatch(m)]
+    if set(members) - MEMBERS - set(chat) or (chat and "flac" in members):
+        return "unexpected_member", f"{raw.get('__key__')} has {members}: only .flac (or .audioN.flac) and .json are read"
+    if "json" not in members:
         return "incomplete_sample", f"{raw.get('__key__')} has {members}"
     return None
+
+
+def _audio_members(raw: dict, meta: dict) -> list[str] | None:
+    """A conversation's audio members in order (audio0.flac ...), [] for a text-only one, None
+    for a task sample; BadLabel when they do not match the label's audio count."""
+    if "messages" not in meta:
+        if "flac" not in raw:
+            raise BadLabel("incomplete_sample", f"has {sorted(k for k in raw if not k.startswith('__'))}")
+        return None
+    want = [f"audio{n}.flac" for n in range(len(meta.get("durations") or ()))]
+    have = sorted((k for k in raw if _CHAT_AUDIO.fullmatch(k)), key=lambda k: int(_CHAT_AUDIO.fullmatch(k)[1]))
+    if have != want:
+        raise BadLabel("incomplete_sample", f"audio members {have}, its label says {want}")
+    return want
+
+
+def _decode_audio(raw: dict, meta: dict) -> None:
+    names = _audio_members(raw, meta)
+    if names is None:
+        meta["audio"] = decode_audio(raw["flac"])
+    else:
+        meta["audios"] = [decode_audio(raw[n]) for n in names]
 
 
 def decoded(src: Iterator[dict], skipped: SkipCounter, keep=None, audio: bool = True) -> Iterator[dict]:
@@ -88,6 +116,7 @@ def decoded(src: Iterator[dict], skipped: SkipCounter, keep=None, audio: bool = 
             continue
         try:
             meta = decode_label(raw["json"])
+            _audio_members(raw, meta)
         except BadLabel as e:
             skipped.skip(e.reason, url, f"{raw.get('__key__')}: {e.detail}")
             continue
@@ -97,7 +126,7 @@ def decoded(src: Iterator[dict], skipped: SkipCounter, keep=None, audio: bool = 
             continue
         if audio:
             try:  # corrupt FLAC, NaN: skip this one sample
-                meta["audio"] = decode_audio(raw["flac"])
+                _decode_audio(raw, meta)
             except Exception as e:  # libsndfile raises its own error types
                 reason = "non_finite_audio" if isinstance(e, NonFiniteAudio) else "undecodable_sample"
                 skipped.skip(reason, url, f"{raw.get('__key__')}: {e}")

@@ -1,7 +1,8 @@
 """AudioLM: Whisper encoder -> adapter -> spliced into a causal LLM's input embeddings.
 
 The rendered ids hold `<audio>`, one placeholder per audio position, `</audio>`; the encoder's
-pooled positions replace the placeholders' embeddings and the learned bos/eos vectors replace
+pooled positions replace the placeholders' embeddings (clips in batch order fill the
+placeholders in reading order, so a row may hold several clips, a conversation's, or none) and the learned bos/eos vectors replace
 `<audio>`/`</audio>` (Qwen-Audio's layout). Logits are computed only where a label needs them
 (the LM head over a 150k vocabulary is the largest single cost otherwise).
 """
@@ -48,8 +49,12 @@ class AudioLM(nn.Module):
         """Token embeddings with the audio spliced in; `audio` = precomputed (positions, counts)
         from `audio_embeddings`, e.g. one clip scored against many candidate targets."""
         emb = self.llm.get_input_embeddings()(input_ids)
-        audio, counts = audio if audio is not None else self.audio_embeddings(mel, mel_lengths)
         slots = input_ids == self.placeholder_id
+        if audio is None and (mel is None or len(mel) == 0):  # text only (a chat turn without audio)
+            if slots.any():
+                raise ValueError(f"the ids hold {int(slots.sum())} audio placeholders but no audio was given")
+            return emb
+        audio, counts = audio if audio is not None else self.audio_embeddings(mel, mel_lengths)
         valid = torch.arange(audio.shape[1], device=audio.device)[None, :] < counts[:, None]
         if int(slots.sum()) != int(valid.sum()):
             raise ValueError(f"the ids hold {int(slots.sum())} audio placeholders but the encoder made "

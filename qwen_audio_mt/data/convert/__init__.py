@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..shards import Stream
 
 MODULES = ("librispeech", "commonvoice", "covost", "audiocaps", "clotho", "esc50", "urbansound",
-           "nsynth", "audioflan", "manifest")
+           "nsynth", "audioflan", "manifest", "qwen_chat")
 
 
 class ConvertError(ValueError):
