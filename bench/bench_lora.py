@@ -4,7 +4,10 @@
    Qwen2 projections) trains the adapter, the LoRA matrices and the special tokens' rows.
 2. Seconds per training step (forward, backward, clip, AdamW step with lit.py's groups), the same
    batch for both: 12 clips of 10 s (120 s of audio, the training default's per-batch limit) with
-   30 text tokens each. Median of STEPS steps after WARMUP; one thread.
+   30 text tokens each. Median of STEPS steps after WARMUP; one thread. LoRA saves the frozen
+   weights' gradients and AdamW updates, not the backward through the activations, and peft's
+   trainable token rows rebuild the embedding matrix every forward: on a model this small the
+   step costs about what full SFT's does.
 Synthetic batches (random mel, random text ids): step time does not depend on the values, and
 no shards are needed. `--no-readme`: write bench/results.json only, leave README's table as is.
 """
@@ -83,7 +86,7 @@ def main() -> int:
          "unit": "params", "baseline": f"full SFT: {n_full['trainable']:,} params",
          "ratio": n_lora["trainable"] / n_full["trainable"], "goal": "< 0.1"},
         {"benchmark": "LoRA SFT", "figure": f"s/train step, {CLIPS} x {SECONDS} s clips, 1 thread", "value": t_lora,
-         "unit": "s", "baseline": f"full SFT: {t_full:.3f} s", "ratio": t_full / t_lora, "goal": ">= 1 (speed-up)"},
+         "unit": "s", "baseline": f"full SFT: {t_full:.3f} s", "ratio": t_full / t_lora, "goal": "reported (issue 12)"},
     ])
     return 0
 
