@@ -77,10 +77,11 @@ def main() -> int:
     torch.set_num_threads(1)
     t_full, n_full = step_seconds(0)
     t_lora, n_lora = step_seconds(RANK)
+    total = sum(n_full[k] for k in ("encoder", "adapter", "llm"))
     print(f"trainable parameters: LoRA r={RANK} {n_lora['trainable']:,}, full SFT {n_full['trainable']:,} "
-          f"({n_lora['trainable'] / n_full['trainable']:.3%}); model {sum(n_full[k] for k in ('encoder', 'adapter', 'llm')):,}")
-    print(f"s/step ({CLIPS} x {SECONDS} s clips, median of {STEPS}, 1 thread): LoRA {t_lora:.3f}, full SFT {t_full:.3f}, "
-          f"speed-up {t_full / t_lora:.2f}x")
+          f"({n_lora['trainable'] / n_full['trainable']:.3%}); model {total:,}")
+    print(f"s/step ({CLIPS} x {SECONDS} s clips, median of {STEPS}, 1 thread): LoRA {t_lora:.3f}, "
+          f"full SFT {t_full:.3f}, speed-up {t_full / t_lora:.2f}x")
     record("lora", [
         {"benchmark": "LoRA SFT", "figure": f"trainable parameters, tiny model, r={RANK}", "value": n_lora["trainable"],
          "unit": "params", "baseline": f"full SFT: {n_full['trainable']:,} params",
