@@ -1,5 +1,6 @@
 """Chat conversations generated from task samples (qwen_audio_mt/data/chat_tasks.py) and the
-instruction pools of tags/instructions.yaml, on the embedded corpus's real sample metadata."""
+instruction pools of tags/instructions.yaml (loaded by qwen_audio_mt/data/chat_pools.py), on the
+embedded corpus's real sample metadata."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from qwen_audio_mt.conversation import Conversation, chat_strings, check
+from qwen_audio_mt.data import chat_pools as cp
 from qwen_audio_mt.data import chat_tasks as ct
 from qwen_audio_mt.data.shards import iter_shard
 from qwen_audio_mt.errors import UserError
@@ -23,7 +25,7 @@ _AUDIO = re.compile(r"Audio (\d+):<audio>(.*?)</audio>\n")
 
 @pytest.fixture(scope="module")
 def pools():
-    return ct.load_pools()
+    return cp.load_pools()
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +236,7 @@ def test_text_only_answers_are_right(pools, metas):
             assert re.findall(r"\d+", answer) == [str(len(words))]
         if op.endswith("_case"):
             assert answer != text
-    assert ops == set(ct.TEXT_OPS)
+    assert ops == set(cp.TEXT_OPS)
     assert ct.text_only(["猫在沙发上睡觉。", "one"], np.random.default_rng(0), pools) == []
 
 
@@ -282,8 +284,8 @@ def test_broken_instructions_file_gives_one_line_naming_the_key(tmp_path, key, v
     _edit(spec, key, value)
     path = tmp_path / "instructions.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
-    with pytest.raises(ct.InstructionError) as e:
-        ct.load_pools(path)
+    with pytest.raises(cp.InstructionError) as e:
+        cp.load_pools(path)
     msg = str(e.value)
     assert isinstance(e.value, UserError) and "\n" not in msg and msg.startswith(str(path))
     assert all(w in msg for w in words), msg
@@ -292,6 +294,6 @@ def test_broken_instructions_file_gives_one_line_naming_the_key(tmp_path, key, v
 def test_unreadable_instructions_file(tmp_path):
     path = tmp_path / "instructions.yaml"
     path.write_text("families: [unclosed\n")
-    with pytest.raises(ct.InstructionError) as e:
-        ct.load_pools(path)
+    with pytest.raises(cp.InstructionError) as e:
+        cp.load_pools(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
