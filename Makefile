@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sysdeps test test-fast shards pretrain sft eval sweep bench notebooks clean
+.PHONY: help setup sysdeps test test-fast shards chat-shards pretrain sft eval sweep bench notebooks clean
 
 help: ## list every target with one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
@@ -53,8 +53,16 @@ ARGS ?=
 pretrain: setup shards ## train the tiny default on the embedded corpus, then evaluate (ARGS=hydra overrides)
 	$(PY) -m qwen_audio_mt.train $(ARGS)
 
-sft: setup ## supervised fine-tuning of the chat variant
-	@echo "sft: not built yet"
+CHAT := shards/chat
+CHAT_SAMPLE := $(QWEN_AUDIO_MT_DATA)/qwen_audio/sft_sample.txt
+
+chat-shards: setup shards ## build (or resume) the SFT conversations into shards/chat
+	@if [ -f "$(CHAT_SAMPLE)" ]; then extra="--chatml $(CHAT_SAMPLE)"; \
+	else echo "note: $(CHAT_SAMPLE) not found (shared data missing): the Qwen-Audio-Chat sample is left out"; fi; \
+	$(PY) -m qwen_audio_mt shards chat --from $(SHARDS) $$extra --out $(CHAT)
+
+sft: setup chat-shards ## chat SFT from the newest make pretrain export, then SFT vs pretrained on held-out conversations (ARGS=overrides)
+	$(PY) -m qwen_audio_mt.train experiment=sft $(ARGS)
 
 eval: setup ## evaluate an export folder or checkpoint: make eval ARGS="model=outputs/train/RUN/export"
 	$(PY) -m qwen_audio_mt.eval $(ARGS)

@@ -55,10 +55,12 @@ def lr_lambda(cfg: OptimConfig):
 
 
 class AudioLMModule(L.LightningModule):
-    def __init__(self, model_cfg: ModelConfig, optim: OptimConfig = OptimConfig(), log_every: int = 10):
+    def __init__(self, model_cfg: ModelConfig, optim: OptimConfig = OptimConfig(), log_every: int = 10,
+                 init_state: dict | None = None):
+        """`init_state`: plain weights to start from (another run's, for chat SFT)."""
         super().__init__()
         self.model_cfg, self.optim_cfg, self.log_every = model_cfg, optim, log_every
-        self.model = build_model(model_cfg)
+        self.model = build_model(model_cfg, state=init_state)
         self.nan_skipped = 0
 
     # ------------------------------------------------------------------ steps

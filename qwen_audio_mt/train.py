@@ -69,23 +69,60 @@ def check_mixture(mixture) -> None:
     probabilities(components(mixture, "train"), mixture)
 
 
+def resolve_init(value: str, output: str) -> Path:
+    """`init_from`: a path, or `latest`, the newest export of a pretraining run
+    (PATHS.OUTPUT/train/*/export, by modification time)."""
+    from .errors import ConfigError
+    if value != "latest":
+        return Path(value)
+    runs = sorted((p for p in Path(output, "train").glob("*/export") if (p / "model.safetensors").exists()),
+                  key=lambda p: (p / "model.safetensors").stat().st_mtime)
+    if not runs:
+        raise ConfigError(f"init_from=latest: no export under {Path(output, 'train')} (run make pretrain first, "
+                          "or set init_from=PATH to an export folder or .ckpt)")
+    return runs[-1]
+
+
+def model_config(raw: dict):
+    """(ModelConfig, starting weights or None). With `init_from` the architecture and tokenizer
+    are the pretrained model's; the stage's trainable flags, LoRA and gradient checkpointing are
+    this config's (conf/model's architecture keys are not used)."""
+    from dataclasses import replace
+
+    from .model.builders import ModelConfig
+    cfg = from_dict(ModelConfig, raw["model"], "model")
+    if not raw.get("init_from"):
+        return cfg, None
+    from .model.export import load_pretrained
+    path = resolve_init(str(raw["init_from"]), raw["paths"]["output"])
+    model, pre = load_pretrained(path)
+    print(f"init_from {path}", file=sys.stderr)
+    return replace(pre, trainable=cfg.trainable, lora=cfg.lora, gradient_checkpointing=cfg.gradient_checkpointing), \
+        model.state_dict()
+
+
 def build(cfg: DictConfig):
     """(module, datamodule, trainer) from a composed config; nothing runs yet."""
     import lightning as L
 
     from .data.datamodule import AudioDataModule
+    from dataclasses import replace
+
     from .lit import AudioLMModule, OptimConfig
-    from .model.builders import ModelConfig
     cfg = job_config(cfg)
     raw = plain(cfg)
     L.seed_everything(raw["seed"], workers=True, verbose=False)
     set_cpu_threads(raw)
     max_steps = raw["trainer"].get("max_steps", -1)
     optim = from_dict(OptimConfig, {**raw["optim"], "total_steps": max(max_steps, 1)}, "optim")
-    module = AudioLMModule(from_dict(ModelConfig, raw["model"], "model"), optim, raw["log_every"])
-    datamodule = AudioDataModule(data_config(raw))
+    model_cfg, state = model_config(raw)
+    module = AudioLMModule(model_cfg, optim, raw["log_every"], state)
+    data = data_config(raw)  # rendered with the model's own tokenizer and front end
+    loader = replace(data.loader, tokenizer=model_cfg.tokenizer, n_mels=model_cfg.encoder.n_mels)
+    datamodule = AudioDataModule(replace(data, loader=loader))
     check_mixture(datamodule.cfg.mixture)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # an experiment turns a default callback off by setting it to null (sft: the task metrics)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     from .checkpoints import checkpoint_plugins  # atomic checkpoint writes (AtomicCheckpointIO)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -122,12 +159,36 @@ def train(cfg: DictConfig) -> dict:
         from .model.export import export
         summary["export"] = str(export(module.model, module.model_cfg, run_dir / "export"))
     if trainer.is_global_zero and cfg.get("evaluate", True) and not trainer.fast_dev_run:
-        from .eval import evaluate_run
-        summary["metrics"] = evaluate_run(module.model, datamodule, run_dir, cfg)
+        summary["metrics"] = _evaluate(module, datamodule, run_dir, cfg)
     if trainer.is_global_zero:  # what the run leaves on disk (retention: conf/callbacks/default.yaml)
         from .checkpoints import report_run_folder
         summary.update(report_run_folder(run_dir))
     return summary
+
+
+def _evaluate(module, datamodule, run_dir: Path, cfg: DictConfig) -> dict:
+    """The registry's task metrics on the test split; with `chat_eval` (chat SFT), the held-out
+    conversations instead, the `init_from` model asked the same questions beside it."""
+    import copy
+
+    from .model.lora import has_lora, merge_lora
+    # scored as exported: LoRA merged (the same logits), on a copy the trainer keeps its own
+    model = merge_lora(copy.deepcopy(module.model)) if has_lora(module.model) else module.model
+    if not cfg.get("chat_eval"):
+        from .eval import evaluate_run
+        return evaluate_run(model, datamodule, run_dir, cfg)
+    from .chat_eval import ChatEvalConfig, evaluate_chat, table
+    from .model.export import load_model
+    from .tokenizer import Tokenizer
+    models = {"sft": (model.eval(), Tokenizer.from_spec(module.model_cfg.tokenizer))}
+    if cfg.get("init_from"):
+        base, renderer = load_model(resolve_init(str(cfg.init_from), cfg.paths.output))
+        models["pretrained"] = (base, renderer.tok)
+    doc = evaluate_chat(models, datamodule.cfg.mixture, from_dict(ChatEvalConfig, plain(cfg.chat_eval), "chat_eval"),
+                        run_dir)
+    print(f"chat evaluation, {doc['conversations']} held-out conversations ({run_dir / 'chat_metrics.md'}):\n"
+          + table(doc["models"]))
+    return doc
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -1,4 +1,4 @@
-"""CLI verbs for data: `corpus build`, `shards build`, `shards inspect`.
+"""CLI verbs for data: `corpus build`, `shards build`, `shards chat`, `shards inspect`.
 
 A build ends with a summary; it exits 1 when the quarantined share of inputs passes
 --max-quarantine (default 5%), 2 on bad arguments.
@@ -68,6 +68,31 @@ def cmd_shards_build(args) -> int:
     return _report(index, Path(args.out), _shard_cfg(args).max_quarantine_fraction)
 
 
+def cmd_shards_chat(args) -> int:
+    """Conversation shards for chat SFT from task shard folders (chat_build.py)."""
+    from ..errors import CliError
+    from .build import build
+    from .chat_build import TaskChatConfig, plan_task_chats
+    for folder in args.from_:
+        if not (Path(folder) / "index.json").exists():
+            raise CliError(f"--from {folder}: no index.json (not a finished shard folder)")
+    for f in args.text_jsonl:
+        if not Path(f).is_file():
+            raise CliError(f"--text-jsonl {f}: no such file")
+    cfg = TaskChatConfig(per_task={"train": args.per_task, "valid": args.valid_per_task, "test": args.test_per_task},
+                         text={"train": args.text, "valid": 0, "test": args.test_text}, seed=args.seed)
+    streams = plan_task_chats([Path(f) for f in args.from_], cfg, [Path(f) for f in args.text_jsonl])
+    from .convert import qwen_chat
+    for f in args.chatml:  # Qwen-Audio-Chat's own format, beside the generated conversations
+        if not Path(f).exists():
+            raise CliError(f"--chatml {f}: no such file")
+        streams += qwen_chat.plan(Path(f), args.audio_root).streams
+    source = {"format": "task_chat", "from": [str(f) for f in args.from_], "config": cfg.__dict__,
+              "text_jsonl": list(args.text_jsonl), "chatml": list(args.chatml)}
+    index = build(streams, Path(args.out), _shard_cfg(args), source)
+    return _report(index, Path(args.out), _shard_cfg(args).max_quarantine_fraction)
+
+
 def inspect(folder: Path) -> dict:
     path = folder / "index.json"
     if not path.exists():
@@ -125,6 +150,19 @@ def register(sub) -> None:
     p.add_argument("--audio-root", help="qwen_chat: the folder its <audio> paths are relative to (default: the file's)")
     _build_args(p)
     p.set_defaults(func=cmd_shards_build)
+    p = shards.add_parser("chat", help="conversations for chat SFT from task shard folders")
+    p.add_argument("--from", dest="from_", action="append", required=True, help="a task shard folder (repeatable)")
+    p.add_argument("--per-task", type=int, default=120, help="train samples per task asked about")
+    p.add_argument("--valid-per-task", type=int, default=0)
+    p.add_argument("--test-per-task", type=int, default=12, help="held-out conversations per task (evaluation)")
+    p.add_argument("--text", type=int, default=300, help="text-only train conversations")
+    p.add_argument("--test-text", type=int, default=30)
+    p.add_argument("--text-jsonl", action="append", default=[], help="a JSONL of {messages} added to train")
+    p.add_argument("--chatml", action="append", default=[], help="a Qwen-Audio-Chat ChatML file (format qwen_chat) to add")
+    p.add_argument("--audio-root", help="--chatml: the folder its <audio> paths are relative to (default: the file's)")
+    p.add_argument("--seed", type=int, default=0)
+    _build_args(p)
+    p.set_defaults(func=cmd_shards_chat)
     p = shards.add_parser("inspect", help="per-task counts, hours, durations, quarantine")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true")

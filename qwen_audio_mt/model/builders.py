@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -94,7 +95,9 @@ def build_llm(cfg: LLMConfig, n_vocab: int, pad_to: int) -> tuple[nn.Module, int
     return llm, old
 
 
-def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> AudioLM:
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None, state: Mapping | None = None) -> AudioLM:
+    """The model of `cfg`; `state`: plain (LoRA-free) weights to start from, e.g. a pretraining
+    run's for chat SFT, loaded before LoRA wraps the LLM (so its key names are the plain ones)."""
     tok = tokenizer or Tokenizer.from_spec(cfg.tokenizer)
     enc_cfg, enc_state = cfg.encoder, None
     if cfg.encoder.checkpoint:
@@ -117,6 +120,8 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> AudioLM
     # The checkpoint's rows that hold tokens of its own: Qwen's padding rows past its specials are
     # where the tag tokens land (from [[[AUDIO:modality]]] on), and those must train.
     apply_trainable(model, cfg.trainable, min(old_rows, tok.role_id("audio_placeholder")))
+    if state is not None:
+        model.load_state_dict(state)
     # under LoRA the special tokens' rows (tags, chat markers) are the new ones, whatever the checkpoint
     return apply_lora(model, cfg.lora, range(tok.n_base, tok.n_vocab) if cfg.trainable.new_token_rows else None)
 

@@ -101,17 +101,17 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Mod
     return model.eval(), cfg
 
 
-def load_model(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Renderer]:
-    """(model in eval mode, renderer) from an export folder or a Lightning `.ckpt`; ModelLoadError
-    names the path and the reason when it is neither."""
+def _load(path: str | Path, device: str) -> tuple[AudioLM, ModelConfig, Renderer]:
     p = Path(path)
     if p.is_dir():
         missing = [n for n in ("config.json", "model.safetensors", "tokenizer") if not (p / n).exists()]
         if missing:
             raise ModelLoadError(f"{p}: not an export folder (no {', '.join(missing)}; a training run "
                                  "writes one to outputs/train/RUN/export)")
-        model, _, renderer = load_exported(p, device)
-        return model, renderer
+        model, tok, renderer = load_exported(p, device)
+        raw = json.loads((p / "config.json").read_text())
+        spec = {"base": tok.spec.base, "pattern": tok.spec.pattern, "tags": tok.spec.tags}
+        return model, from_dict(ModelConfig, {**raw, "tokenizer": spec}), renderer
     if not p.is_file():
         raise ModelLoadError(f"{p}: no such export folder or checkpoint file")
     try:
@@ -119,4 +119,18 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Renderer
     except Exception as e:  # torch reports truncated or foreign files in many ways
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"{p}: not a loadable checkpoint ({reason[:160]})") from None
-    return model, Renderer(Tokenizer.from_spec(cfg.tokenizer))
+    return model, cfg, Renderer(Tokenizer.from_spec(cfg.tokenizer))
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[AudioLM, Renderer]:
+    """(model in eval mode, renderer) from an export folder or a Lightning `.ckpt`; ModelLoadError
+    names the path and the reason when it is neither."""
+    model, _, renderer = _load(path, device)
+    return model, renderer
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[AudioLM, ModelConfig]:
+    """(plain model, its config: tokenizer paths into the export) from an export folder or a
+    `.ckpt` (a LoRA run's merged), to start another stage from, e.g. chat SFT."""
+    model, cfg, _ = _load(path, device)
+    return model, cfg
