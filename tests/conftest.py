@@ -118,6 +118,21 @@ def tiny_export(tmp_path_factory):
     return export(build_model(cfg), cfg, tmp_path_factory.mktemp("run") / "export")
 
 
+@pytest.fixture(scope="session")
+def sft_roots(small_corpus, tiny_export, tmp_path_factory):
+    """(SHARDS, OUTPUT): SFT conversations from the small corpus in SHARDS/chat, and tiny_export
+    as a pretraining run's export in OUTPUT/train/RUN/export (what init_from=latest finds)."""
+    from qwen_audio_mt.data.build import build
+    from qwen_audio_mt.data.chat_build import TaskChatConfig, plan_task_chats
+    from qwen_audio_mt.data.shards import ShardConfig
+    shards, output = tmp_path_factory.mktemp("sft_shards"), tmp_path_factory.mktemp("sft_outputs")
+    cfg = TaskChatConfig(per_task={"train": 4, "valid": 1, "test": 1}, text={"train": 10, "valid": 0, "test": 2})
+    build(plan_task_chats([small_corpus / "embedded"], cfg), shards / "chat", ShardConfig(workers=1), progress=False)
+    (output / "train" / "pretrained").mkdir(parents=True)
+    (output / "train" / "pretrained" / "export").symlink_to(tiny_export)
+    return shards, output
+
+
 # The fault-injection suite (tests/faults/): each test's `@pytest.mark.fault(fault=..., outcome=...,
 # lost=...)` is a row of README's fault table (tests/faults/fault_table.py renders it, test_table.py
 # checks it). Kept here, not in a tests/faults/conftest.py: a second module named `conftest`

@@ -10,10 +10,8 @@ import pytest
 import torch
 from conftest import need_data
 from safetensors.torch import load_file
-from test_train import SHRINK, compose_train
+from test_train import compose_train
 
-from qwen_audio_mt.model.builders import ModelConfig, build_model
-from qwen_audio_mt.model.export import export
 from qwen_audio_mt.paths import REPO_ROOT
 from qwen_audio_mt.train import train
 
@@ -38,17 +36,9 @@ def chat_shards(small_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    """A tiny random model's export, as make pretrain leaves one (its architecture is SHRINK's)."""
-    from omegaconf import OmegaConf
-    from qwen_audio_mt.config import from_dict, plain
-    from qwen_audio_mt.train import job_config
-    cfg = compose_train(tmp_path_factory.mktemp("pre"), *SHRINK)
-    model_cfg = from_dict(ModelConfig, plain(job_config(cfg))["model"])
-    torch.manual_seed(0)
-    folder = export(build_model(model_cfg), model_cfg, tmp_path_factory.mktemp("pre_export") / "export")
-    OmegaConf.clear_resolvers  # noqa: B018 (nothing to clear; keeps the import used)
-    return folder
+def pretrained(tiny_export) -> Path:
+    """What make pretrain leaves: an export folder (a tiny random model's)."""
+    return tiny_export
 
 
 def sft(tmp_path, chat_shards, pretrained, *overrides):

@@ -143,15 +143,19 @@ def assert_stage(module, batch: dict, old_rows: int) -> None:
 
 # ---------------------------------------------------------------------------- every experiment
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_runs(experiment, tmp_path, small_corpus, stand_ins):
+def test_experiment_composes_and_runs(experiment, tmp_path, small_corpus, stand_ins, request):
     """CPU experiments: one train + one valid batch through train(cfg) (debug=fast). GPU ones:
-    everything that can exist without CUDA is instantiated and checked, then skipped."""
-    cfg = compose_train(tmp_path / "run", f"experiment={experiment}", f"paths.shards={small_corpus}",
+    everything that can exist without CUDA is instantiated and checked, then skipped. Chat SFT
+    (sft) reads conversations and starts from a pretraining run's export (sft_roots)."""
+    paths = [f"paths.shards={small_corpus}"]
+    if experiment == "sft":
+        shards, output = request.getfixturevalue("sft_roots")
+        paths = [f"paths.shards={shards}", f"paths.output={output}"]
+    cfg = compose_train(tmp_path / "run", f"experiment={experiment}", *paths,
                         f"paths.checkpoints={stand_ins}", *QUIET)
     raw = plain(job_config(cfg))
     if raw["trainer"]["accelerator"] == "cpu":
-        cfg = compose_train(tmp_path / "run", f"experiment={experiment}", f"paths.shards={small_corpus}",
-                            "debug=fast", *QUIET)
+        cfg = compose_train(tmp_path / "run", f"experiment={experiment}", *paths, "debug=fast", *QUIET)
         summary = train_mod.train(cfg)
         assert summary["step"] == 1 and summary["nan_skipped"] == 0 and summary["realised_mixture"]
         only = {t for s in raw["mixture"]["sources"] for t in (s.get("tasks") or ())}
