@@ -21,7 +21,8 @@ Choices the issue left open:
   windows exist to merge separate answers, which a chat does not do. A tail too short for one
   LLM position (< 40 ms) is dropped. (SFT data holding long audio should write it the same way.)
 - History window (`max_tokens`, default 6144, Qwen's make_context `max_window_size`): bounds the
-  prompt, not prompt + reply. Whole earlier exchanges are dropped, oldest first; the system
+  prompt, not prompt + reply; it is lowered to the LLM's max_position_embeddings minus
+  max_new_tokens when that is smaller (the tiny default: 2,048 - 512), and None means that bound. Whole earlier exchanges are dropped, oldest first; the system
   message and the new user turn always stay (a turn that alone does not fit raises
   ConversationTooLong). Only the audios the kept messages hold are encoded (once per session:
   a clip's positions are cached) and spliced, in order.
@@ -213,7 +214,14 @@ class ChatSession:
         `pad_to_30s`: None follows the renderer (Qwen-Audio's fixed 30-s clips when it pads)."""
         self.model, self.renderer = model, chat_renderer(renderer)
         self.system = chat_strings().system if system is None else system
-        self.max_tokens, self.generation = max_tokens, chat_generation(generation)
+        self.generation = chat_generation(generation)
+        # prompt + reply within the positions the LLM was built for (the tiny default: 2,048)
+        room = getattr(model.llm.config, "max_position_embeddings", None)
+        room = room - self.generation.max_new_tokens if room else None
+        self.max_tokens = room if max_tokens is None or (room and room < max_tokens) else max_tokens
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ChatError(f"max_new_tokens={self.generation.max_new_tokens} leaves no room for a prompt in "
+                            f"the model's {room + self.generation.max_new_tokens} positions")
         self.pad_to_30s = bool(getattr(renderer, "pad_to_30s", False)) if pad_to_30s is None else pad_to_30s
         self.last: Reply | None = None
         self.reset()
