@@ -40,7 +40,7 @@ MAX_KEY = 64   # tar (USTAR) names stop at 100 characters: long compare keys are
 
 @dataclass(frozen=True)
 class TaskChatConfig:
-    per_task: dict = field(default_factory=lambda: {"train": 120, "valid": 0, "test": 12})
+    per_task: dict = field(default_factory=lambda: {"train": 120, "valid": 2, "test": 12})
     follow_up: float = 0.3     # share of the chosen samples that also get a two-exchange conversation
     compare: float = 0.25      # compare conversations per closed task, as a share of per_task
     text: dict = field(default_factory=lambda: {"train": 300, "valid": 0, "test": 30})

@@ -153,7 +153,7 @@ def register(sub) -> None:
     p = shards.add_parser("chat", help="conversations for chat SFT from task shard folders")
     p.add_argument("--from", dest="from_", action="append", required=True, help="a task shard folder (repeatable)")
     p.add_argument("--per-task", type=int, default=120, help="train samples per task asked about")
-    p.add_argument("--valid-per-task", type=int, default=0)
+    p.add_argument("--valid-per-task", type=int, default=2, help="validation conversations per task (the in-loop loss)")
     p.add_argument("--test-per-task", type=int, default=12, help="held-out conversations per task (evaluation)")
     p.add_argument("--text", type=int, default=300, help="text-only train conversations")
     p.add_argument("--test-text", type=int, default=30)
