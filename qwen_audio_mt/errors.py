@@ -7,8 +7,9 @@ group option, a key not in the config, an override that does not parse) are repo
 way, folded onto one line. Anything else is a bug and keeps its traceback. With
 QWEN_AUDIO_MT_DEBUG=1 (or Hydra's HYDRA_FULL_ERROR=1) user errors show their traceback too.
 
-A run that seems hung can be asked where it is: `kill -USR2 PID` (any rank or loader worker of a
-`run_main` entry point) prints every thread's Python stack to its stderr, and the run goes on.
+A run that seems hung can be asked where it is: `kill -USR2 PID` (a rank of a `run_main` entry
+point; forked loader workers inherit the handler) prints every thread's Python stack to its
+stderr, and the run goes on.
 SIGUSR2, not faulthandler's usual SIGUSR1: Lightning's SLURM auto-requeue takes SIGUSR1.
 
 No imports at module level beyond the standard library, so tags/, tasks and tokenizer code can

@@ -147,7 +147,6 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, small_corpus):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, out[-3000:]
-    assert "in _worker_loop" in out  # the loader worker answered SIGUSR2 too
     stopped = int(re.search(r"stopped by SIGTERM at step (\d+)", out).group(1))
     # the step it stopped at is saved: one more periodic file (unless that step's save had just
     # been made), which last.ckpt links to
