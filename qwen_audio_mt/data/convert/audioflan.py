@@ -19,34 +19,22 @@ line's `uuid` when given, else `{file}-{line number}`, the file's path below --s
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from ..shards import Job
-from . import ConvertError, Plan
-from .common import BadRow, bad_row, checksum, file_key, group, is_utf8, make_raw_any
+from . import Plan
+from .common import SPLIT_WORDS, BadRow, bad_row, checksum, file_key, group, is_utf8, line_files, make_raw_any
 
 FORMAT = "audioflan"
 DESCRIPTION = "Audio-FLAN instruction JSONL (instruction/input/output/audio_path/domain) -> *_instruction"
 SOURCE = "audioflan"
 DOMAINS = {"speech": "speech_instruction", "music": "music_instruction", "audio": "sound_instruction",
            "sound": "sound_instruction"}
-SPLIT_WORDS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 
 
 def _split(value, default: str) -> str:
     value = value[0] if isinstance(value, list) and value else value
     return SPLIT_WORDS.get(str(value).strip().lower(), default) if value else default
-
-
-def file_split(rel: Path) -> str:
-    """The split named by a file's stem, else by its folders (nearest first), else train."""
-    for name in (rel.stem, *reversed(rel.parent.parts)):
-        words = re.split(r"[^a-z]+", name.lower())
-        found = next((SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS), None)
-        if found:
-            return found
-    return "train"
 
 
 def _row(line: bytes, where: str) -> dict:
@@ -83,15 +71,10 @@ def _job(line: bytes, n: int, f: Path, fid: str, split: str) -> tuple[str, str, 
 
 
 def plan(src: Path) -> Plan:
-    src = Path(src)
-    files = [src] if src.is_file() else sorted(src.rglob("*.jsonl")) if src.is_dir() else []
-    if not files:
-        raise ConvertError(f"no .jsonl file at {src}")
+    files = line_files(src, ("*.jsonl",), ".jsonl file")
     jobs = []
-    for f in files:
-        rel = f.relative_to(src) if f != src else Path(f.name)
-        fid, split = file_key(str(rel)), file_split(rel)
+    for f, fid, split in files:
         for n, line in enumerate(f.read_bytes().splitlines(), 1):
             if line.strip():
                 jobs.append(_job(line, n, f, fid, split))
-    return Plan(group(jobs), {}, {"format": FORMAT, "dataset": "Audio-FLAN", "files": checksum(*files)})
+    return Plan(group(jobs), {}, {"format": FORMAT, "dataset": "Audio-FLAN", "files": checksum(*(f for f, _, _ in files))})

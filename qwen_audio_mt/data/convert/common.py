@@ -72,6 +72,31 @@ def group(jobs: Iterable[tuple[str, str, Job]]) -> list[Stream]:
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+SPLIT_WORDS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
+
+
+def file_split(rel: Path) -> str:
+    """The split named by a file's stem, else by its folders (nearest first), else train."""
+    for name in (rel.stem, *reversed(rel.parent.parts)):
+        words = re.split(r"[^a-z]+", name.lower())
+        found = next((SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS), None)
+        if found:
+            return found
+    return "train"
+
+
+def line_files(src: Path, patterns: tuple[str, ...], what: str) -> list[tuple[Path, str, str]]:
+    """The line-per-item files of a converter's --src (one file, or a folder searched recursively
+    for `patterns`), each as (path, tar-safe file key, split from its name); none is an error."""
+    src = Path(src)
+    files = [src] if src.is_file() else sorted({p for pat in patterns for p in src.rglob(pat)}) \
+        if src.is_dir() else []
+    if not files:
+        raise ConvertError(f"no {what} at {src}")
+    rels = [(f, f.relative_to(src) if f != src else Path(f.name)) for f in files]
+    return [(f, file_key(str(rel)), file_split(rel)) for f, rel in rels]
+
+
 def file_key(name: str) -> str:
     """A tar-safe, unique key from a file name (or relative path) without its extension: unsafe
     characters become `_`, and a name that had any gets a short hash of the original, so that

@@ -21,9 +21,8 @@ from pathlib import Path
 from ...conversation import ConversationError, parse_chatml
 from ..chat_ingest import CHAT_TASK, ChatItem
 from ..shards import Job
-from . import ConvertError, Plan
-from .audioflan import file_split
-from .common import BadRow, bad_row, checksum, file_key, group, strict_text
+from . import Plan
+from .common import BadRow, bad_row, checksum, group, line_files, strict_text
 
 FORMAT = "qwen_chat"
 DESCRIPTION = "Qwen-Audio-Chat ChatML, one conversation per line, <audio>PATH</audio> -> chat"
@@ -56,15 +55,9 @@ def chat_item(line: bytes, key: str, split: str, root: str) -> ChatItem:
 
 
 def plan(src: Path, audio_root: str | Path | None = None) -> Plan:
-    src = Path(src)
-    files = [src] if src.is_file() else sorted(p for ext in ("*.txt", "*.chatml") for p in src.rglob(ext)) \
-        if src.is_dir() else []
-    if not files:
-        raise ConvertError(f"no ChatML file (.txt, .chatml) at {src}")
+    files = line_files(src, ("*.txt", "*.chatml"), "ChatML file (.txt, .chatml)")
     jobs = []
-    for f in files:
-        rel = f.relative_to(src) if f != src else Path(f.name)
-        fid, split = file_key(str(rel)), file_split(rel)
+    for f, fid, split in files:
         root = str(Path(audio_root) if audio_root else f.parent)
         for n, line in enumerate(f.read_bytes().splitlines(), 1):
             if not line.strip():
@@ -75,5 +68,5 @@ def plan(src: Path, audio_root: str | Path | None = None) -> Plan:
             else:
                 job = Job(key, SOURCE, chat_item, (line, key, split, root))
             jobs.append((split, CHAT_TASK, job))
-    return Plan(group(jobs), {}, {"format": FORMAT, "dataset": "Qwen-Audio-Chat SFT", "files": checksum(*files),
+    return Plan(group(jobs), {}, {"format": FORMAT, "dataset": "Qwen-Audio-Chat SFT", "files": checksum(*(f for f, _, _ in files)),
                                   "audio_root": str(audio_root) if audio_root else None})

@@ -8,7 +8,8 @@ import pytest
 
 from convert_kit import JFK, ROBIN, TRUMPET, assert_audio, clip, put, put_text, quarantined, run, samples
 from qwen_audio_mt.data.convert import ConvertError
-from qwen_audio_mt.data.convert.audioflan import file_split, plan
+from qwen_audio_mt.data.convert.audioflan import plan
+from qwen_audio_mt.data.convert.common import file_split
 from qwen_audio_mt.data.convert.common import file_key
 
 FID = file_key("speech/train")
