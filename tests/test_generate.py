@@ -228,3 +228,18 @@ def test_text_only_request(whisper_tok, renderer):
 def test_bad_settings(kw, msg):
     with pytest.raises(GenerationError, match=msg.replace(".", r"\.").replace(">", ">")):
         GenerationConfig(**kw)
+
+
+def test_continuations_sharing_tokens_score_as_each_alone(whisper_tok, requests_for):
+    """Labels that share leading tokens ("1", "10", "108") share those places' logits: the
+    scores equal each continuation scored by itself, across several prefixes in one batch."""
+    model = tiny_model()
+    reqs = requests_for(model)[:3]
+    a, b, c, e = 16, 15, 23, whisper_tok.end_id
+    conts = [[a, e], [a, b, e], [a, b, c, e], [b, a, e], [a, c, e]]
+    gen = Generator(model, whisper_tok, GenerationConfig(batch_size=3), batch_rows=64)
+    together = gen.score(reqs, [conts] * len(reqs))
+    for r, scores in zip(reqs, together):
+        alone = torch.cat([gen.score([r], [[cont]])[0] for cont in conts])
+        torch.testing.assert_close(scores, alone, atol=1e-4, rtol=0)
+        assert scores[:, 1].tolist() == [len(cont) for cont in conts]
