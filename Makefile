@@ -49,9 +49,12 @@ shards: setup ## build (or resume) the embedded multitask corpus into shards/emb
 	$(PY) -m qwen_audio_mt corpus build --out $(SHARDS)
 
 ARGS ?=
+# Hydra overrides appended to every training target after ARGS, e.g. a site's paths or, in the
+# tests, a shrunken model: OVERRIDES="paths.shards=/data/shards" make sweep
+OVERRIDES ?=
 
 pretrain: setup shards ## train the tiny default on the embedded corpus, then evaluate (ARGS=hydra overrides)
-	$(PY) -m qwen_audio_mt.train $(ARGS)
+	$(PY) -m qwen_audio_mt.train $(ARGS) $(OVERRIDES)
 
 CHAT := shards/chat
 CHAT_SAMPLE := $(QWEN_AUDIO_MT_DATA)/qwen_audio/sft_sample.txt
@@ -62,13 +65,17 @@ chat-shards: setup shards ## build (or resume) the SFT conversations into shards
 	$(PY) -m qwen_audio_mt shards chat --from $(SHARDS) $$extra --out $(CHAT)
 
 sft: setup chat-shards ## chat SFT from the newest make pretrain export, then SFT vs pretrained on held-out conversations (ARGS=overrides)
-	$(PY) -m qwen_audio_mt.train experiment=sft $(ARGS)
+	$(PY) -m qwen_audio_mt.train experiment=sft $(ARGS) $(OVERRIDES)
 
 eval: setup ## evaluate an export folder or checkpoint: make eval ARGS="model=outputs/train/RUN/export"
 	$(PY) -m qwen_audio_mt.eval $(ARGS)
 
-sweep: setup shards ## Hydra sweep, one training per point: make sweep ARGS="sweep=temperature"
-	$(PY) -m qwen_audio_mt.train -m $(ARGS)
+SWEEP_DIR ?= outputs/multirun/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+sweep: setup ## after make shards: a multirun (default sweep=mixtures, ~30 min), then its report: make sweep ARGS="sweep=temperature"
+	@dir=$(SWEEP_DIR); \
+	$(PY) -m qwen_audio_mt.train -m $(or $(ARGS),sweep=mixtures) $(OVERRIDES) hydra.sweep.dir=$$dir; status=$$?; \
+	$(PY) -m qwen_audio_mt sweep-report $$dir || status=$$((status ? status : $$?)); exit $$status
 
 bench: setup shards ## run the benchmarks; writes bench/results.json and the README table
 	$(PY) bench/bench_render.py
@@ -77,8 +84,8 @@ bench: setup shards ## run the benchmarks; writes bench/results.json and the REA
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_generate.py
 
-notebooks: setup ## execute the notebooks
-	@echo "notebooks: not built yet"
+notebooks: setup ## execute notebooks/ (copies with outputs in outputs/notebooks/); ARGS="--tiny 03 04"
+	$(PY) -m qwen_audio_mt notebooks $(ARGS)
 
 clean: ## remove the venv and caches (keeps shards/)
 	rm -rf $(VENV) .pytest_cache *.egg-info

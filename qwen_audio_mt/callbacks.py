@@ -1,5 +1,5 @@
 """Lightning callbacks of the trainer: a checkpoint on SIGTERM and at the final step, the
-realised task mixture, and skipped samples in the progress bar."""
+realised task mixture (and the adaptive mixture's updates), and skipped samples in the progress bar."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,6 +60,36 @@ class MixtureMonitor(L.Callback):
             return
         for task, share in dm.realised_mixture().items():
             pl_module.log(f"mix/{task}", share, rank_zero_only=True)
+        if getattr(dm, "adaptive", None) is not None:
+            for task, weight in dm.adaptive.task_weights().items():
+                pl_module.log(f"adaptive/{task}", weight, rank_zero_only=True)
+
+
+class AdaptiveMixtureUpdate(L.Callback):
+    """Feeds the adaptive mixture (data/adaptive.py) each batch's per-sample losses and applies
+    its update every `mixture.adaptive.every_n_steps` optimizer steps, the window summed over the
+    DDP ranks so every rank sets the same weights. Without `mixture.adaptive` it does nothing."""
+
+    def __init__(self):
+        self.updated_at = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        adaptive = getattr(trainer.datamodule, "adaptive", None)
+        if adaptive is None or not isinstance(outputs, dict):  # None: a step skipped as non-finite
+            return
+        adaptive.observe(batch["tasks"], outputs["sample_losses"].float().cpu().numpy())
+        step = trainer.global_step  # already counts this batch's optimizer step
+        if adaptive.due(step) and step != self.updated_at:  # once per step under gradient accumulation
+            self.updated_at = step
+            adaptive.update(step, lambda window: _sum_over_ranks(trainer, window))
+
+
+def _sum_over_ranks(trainer, window):
+    if trainer.world_size <= 1:
+        return window
+    import torch
+    t = torch.tensor(window, dtype=torch.float64, device=trainer.strategy.root_device)
+    return trainer.strategy.reduce(t, reduce_op="sum").cpu().numpy()
 
 
 class ValidationMetrics(L.Callback):

@@ -114,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_verbs():
     """Verbs defined beside the code they drive (data building, training...)."""
-    from . import chat_cli, commands
+    from . import chat_cli, commands, notebooks, sweep_report
     from .data import commands as data_commands
-    return [data_commands.register, commands.register, chat_cli.register]
+    return [data_commands.register, commands.register, chat_cli.register, sweep_report.register, notebooks.register]
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,9 @@ import faulthandler
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 DEBUG_ENV = "QWEN_AUDIO_MT_DEBUG"
 EXIT_USER = 2  # argparse's status for a bad command line; every entry point uses it for bad values
@@ -132,6 +134,23 @@ def exit_on_user_error(prog: str, fn: Callable, *args):
         if cause is None or debugging():
             raise
         sys.exit(report(prog, cause))
+
+
+def sweep_job(prog: str, fn: Callable[[], float], run_dir: Path) -> float:
+    """One point of a multirun: `fn()`, or on any error its one line (a bug's traceback too, on
+    stderr) written to RUN_DIR/error.txt and nan returned, so the sweep's other points still run
+    and the sweep report lists this one as failed with its reason."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - every failure of a point is recorded, none stops the sweep
+        cause = user_cause(exc)
+        if cause is None:
+            traceback.print_exc()
+        line = one_line(str(cause)) if cause is not None else f"{type(exc).__name__}: {one_line(str(exc))}"
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(line + "\n")
+        return float("nan")
 
 
 def run_main(prog: str, main: Callable[[], object]) -> None:

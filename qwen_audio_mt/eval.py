@@ -26,8 +26,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: E402
 
 from .config import from_dict, plain  # noqa: E402
 from .evaluation import EvalConfig  # noqa: E402
+from .paths import register_resolvers  # noqa: E402
 
-ROOT = "${oc.env:QWEN_AUDIO_MT_ROOT,${hydra:runtime.cwd}}"  # as conf/paths/default.yaml's root
+register_resolvers()  # ${start_dir:} in ROOT
+
+ROOT = "${oc.env:QWEN_AUDIO_MT_ROOT,${start_dir:}}"  # as conf/paths/default.yaml's root
 
 
 @dataclass

@@ -90,7 +90,8 @@ class AudioLMModule(L.LightningModule):
         if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes logs at
             self._log_tasks("train", batch, out)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
-        return loss
+        # per-sample losses for callbacks (the adaptive mixture's signal)
+        return {"loss": loss, "sample_losses": sample_losses(out).detach()}
 
     def _log_tasks(self, stage: str, batch, out, **kw) -> None:
         """Per-task loss, by the batch's task names (a conversation's is its shard family)."""

@@ -67,3 +67,18 @@ def data_available(*parts: str) -> bool:
 def data_missing_reason(*parts: str) -> str:
     where = data_root().joinpath(*parts)
     return f"real data not found at {where} (set {DATA_ENV} to the shared data root)"
+
+
+def start_dir() -> str:
+    """The folder a Hydra job started in: HydraConfig's runtime.cwd once it is set, else the
+    process's own (jobs never chdir: `hydra.job.chdir: false`). `${hydra:runtime.cwd}` cannot
+    stand in conf/: a multirun's sweeper resolves `hydra.sweep.dir` before HydraConfig exists."""
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+
+
+def register_resolvers() -> None:
+    """`${start_dir:}` for conf/ and the eval job's config (idempotent)."""
+    from omegaconf import OmegaConf
+    if not OmegaConf.has_resolver("start_dir"):
+        OmegaConf.register_new_resolver("start_dir", start_dir)

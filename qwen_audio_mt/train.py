@@ -25,9 +25,10 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from .config import from_dict, plain  # noqa: E402
-from .paths import conf_dir  # noqa: E402
+from .paths import conf_dir, register_resolvers  # noqa: E402
 
 CONF_DIR = str(conf_dir())  # the checkout's conf/, or the copy an installed wheel carries
+register_resolvers()  # conf/paths' ${start_dir:}
 
 
 def data_config(cfg: dict):
@@ -67,6 +68,14 @@ def check_mixture(mixture) -> None:
     """Sources readable, weights consistent: a bad mixture fails before the trainer starts."""
     from .data.mixture import components, probabilities
     probabilities(components(mixture, "train"), mixture)
+
+
+def check_adaptive(mixture, callbacks) -> None:
+    from .callbacks import AdaptiveMixtureUpdate
+    from .errors import ConfigError
+    if mixture.adaptive is not None and not any(isinstance(c, AdaptiveMixtureUpdate) for c in callbacks):
+        raise ConfigError("mixture.adaptive is set but callbacks.adaptive_mixture is off: the weights would never "
+                          "move (keep conf/callbacks/default.yaml's adaptive_mixture)")
 
 
 def resolve_init(value: str, output: str) -> Path:
@@ -123,6 +132,7 @@ def build(cfg: DictConfig):
     check_mixture(datamodule.cfg.mixture)
     # an experiment turns a default callback off by setting it to null (sft: the task metrics)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    check_adaptive(datamodule.cfg.mixture, callbacks)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     from .checkpoints import checkpoint_plugins  # atomic checkpoint writes (AtomicCheckpointIO)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -151,7 +161,12 @@ def train(cfg: DictConfig) -> dict:
         print(f"{lost}; the run stops, resume with ckpt_path=last run_dir={run_dir}", file=sys.stderr)
         raise SystemExit(1) from None
     summary = {"step": trainer.global_step, "run_dir": str(run_dir), "nan_skipped": module.nan_skipped,
-               "realised_mixture": datamodule.realised_mixture(), "skipped": datamodule.skip_summary()}
+               "realised_mixture": datamodule.realised_mixture(), "skipped": datamodule.skip_summary(),
+               "objective": objective(trainer)}
+    if trainer.is_global_zero:  # kept beside metrics.json: what each sweep point trained on
+        import json
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "mixture.json").write_text(json.dumps(datamodule.mixture_record(), indent=1) + "\n")
     if trainer.is_global_zero:  # corrupt samples the loader skipped, by reason and shard (data/skips.py)
         from .data.skips import summary_line
         print(f"data: {summary_line(summary['skipped'])}", file=sys.stderr)
@@ -164,6 +179,13 @@ def train(cfg: DictConfig) -> dict:
         from .checkpoints import report_run_folder
         summary.update(report_run_folder(run_dir))
     return summary
+
+
+def objective(trainer) -> float:
+    """What a sweeper optimises: the last val/aggregate (mean margin over the baselines on the
+    validation subset, callbacks.ValidationMetrics), nan when no validation ran."""
+    value = trainer.callback_metrics.get("val/aggregate")
+    return float(value) if value is not None else float("nan")
 
 
 def _evaluate(module, datamodule, run_dir: Path, cfg: DictConfig) -> dict:
@@ -192,9 +214,16 @@ def _evaluate(module, datamodule, run_dir: Path, cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
-    from .errors import exit_on_user_error
-    exit_on_user_error("qwen_audio_mt.train", train, cfg)
+def main(cfg: DictConfig) -> float:
+    """Returns the objective (Hydra's sweepers read it). In a multirun a failed point writes its
+    one line to RUN/error.txt and the sweep goes on; a single run exits as errors.py says."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .errors import exit_on_user_error, sweep_job
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return sweep_job("qwen_audio_mt.train", lambda: train(cfg).get("objective", float("nan")), Path(cfg.run_dir))
+    return exit_on_user_error("qwen_audio_mt.train", train, cfg).get("objective")
 
 
 if __name__ == "__main__":

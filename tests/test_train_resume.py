@@ -8,6 +8,7 @@ beside a loader worker make a step ~4x slower (40 steps: 75 s instead of 17 s).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -95,8 +96,11 @@ def logged_train_steps(run: Path) -> list[int]:
 
 
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path, small_corpus):
+    """With the adaptive mixture (updates every 3 steps): its weights come back from the
+    checkpoint unchanged and go on moving from there."""
     run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
-    common = [*EVERY_5, "trainer.max_steps=40", "trainer.log_every_n_steps=1"]
+    common = [*EVERY_5, "trainer.max_steps=40", "trainer.log_every_n_steps=1", "mixture=adaptive",
+              "mixture.adaptive.every_n_steps=3"]
     proc = launch(command(run, small_corpus, *common), tmp_path / "killed.log")
 
     def saved_past_10():  # a step checkpoint >= 10, and last.ckpt written after it
@@ -128,6 +132,17 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path, small_
     assert sum(after["seen"].values()) > sum(before["seen"].values())
     assert all(after["seen"].get(task, 0) >= n for task, n in before["seen"].items())
     assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]
+    # the adaptive weights: moved before the kill, restored as they were, then updated on
+    adaptive = before["adaptive"]["history"]
+    mixture = json.loads((run / "mixture.json").read_text())
+    assert [h["step"] for h in adaptive] == list(range(3, resume_step + 1, 3))
+    assert adaptive[-1]["weights"] != pytest.approx(mixture["target"], abs=1e-5)  # moved off the configured mixture
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        first = next(r for r in csv.DictReader(f) if r.get("adaptive/asr"))  # the resumed run's first step
+    assert int(first["step"]) == resume_step
+    assert {t: float(first[f"adaptive/{t}"]) for t in adaptive[-1]["weights"]} == pytest.approx(adaptive[-1]["weights"], abs=1e-6)
+    history = mixture["adaptive"]["history"]
+    assert history[: len(adaptive)] == adaptive and [h["step"] for h in history] == list(range(3, 40, 3))
 
 
 def test_sigterm_saves_last_and_exits_cleanly(tmp_path, small_corpus):
@@ -166,7 +181,12 @@ def test_ddp_two_cpu_processes_through_the_entry_point(tmp_path, small_corpus):
     run = tmp_path / "run"
     run_to_end(command(run, small_corpus, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                        "trainer.precision=32-true", "trainer.max_steps=6", "trainer.log_every_n_steps=1",
-                       "data.loader.num_workers=1"), tmp_path / "ddp.log")
+                       "data.loader.num_workers=1", "mixture=adaptive", "mixture.adaptive.every_n_steps=2"),
+               tmp_path / "ddp.log")
+    adaptive = json.loads((run / "mixture.json").read_text())["adaptive"]
+    assert [h["step"] for h in adaptive["history"]] == [2, 4, 6]
+    first, second = adaptive["ranks"]   # each rank's weights when training ended: one update rule, the same numbers
+    assert first == second and first != pytest.approx(list(adaptive["history"][0]["weights"].values()))
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 6
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert logged_train_steps(run) == list(range(6))

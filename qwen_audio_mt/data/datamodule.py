@@ -20,6 +20,7 @@ import torch
 from ..errors import DataError
 from . import skips
 from .loader import EvalStream, LoaderConfig, StreamState, TrainStream, make_loader
+from .adaptive import AdaptiveMixture
 from .mixture import MixtureConfig, components, label_sets, probabilities
 
 
@@ -38,8 +39,10 @@ class AudioDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.state = StreamState(seed=cfg.loader.seed)
         self.comps = self.probs = None
+        self.adaptive: AdaptiveMixture | None = None   # mixture.adaptive: weights the loader reads
         self.label_sets: dict = {}
         self.run_skips: dict | None = None   # every rank's skips, merged when training ends
+        self.rank_weights: list | None = None  # every rank's adaptive weights when training ended
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -50,6 +53,8 @@ class AudioDataModule(L.LightningDataModule):
             self.comps = components(self.cfg.mixture, "train")
             self.probs = probabilities(self.comps, self.cfg.mixture)
             self.label_sets = label_sets(self.cfg.mixture)
+            if self.cfg.mixture.adaptive is not None:
+                self.adaptive = AdaptiveMixture(self.cfg.mixture.adaptive, [c.task for c in self.comps], self.probs)
 
     def target_mixture(self) -> dict[str, float]:
         self.setup()
@@ -61,8 +66,9 @@ class AudioDataModule(L.LightningDataModule):
     def train_dataloader(self):
         self.setup()
         rank, world = self._ranks()
+        weights = self.adaptive.weights if self.adaptive is not None else None
         return make_loader(TrainStream(self.comps, self.probs, self.cfg.loader, self.label_sets, self.state,
-                                       rank, world), self.cfg.loader)
+                                       rank, world, weights), self.cfg.loader)
 
     def _eval(self, split: str):
         self.setup()
@@ -113,6 +119,8 @@ class AudioDataModule(L.LightningDataModule):
             self.run_skips = skips.summary(
                 sum(_gather(sum(self.state.seen.values()), world)),
                 skips.merge(_gather(self.state.skipped_shards, world)))
+            if self.adaptive is not None:  # the same on every rank, or the update rule is broken
+                self.rank_weights = _gather(self.adaptive.weights.tolist(), world)
 
     def skip_summary(self) -> dict:
         """Skipped samples of the run (all ranks once training ended, else this process's)."""
@@ -122,10 +130,27 @@ class AudioDataModule(L.LightningDataModule):
         total = sum(self.state.seen.values())
         return {t: n / total for t, n in sorted(self.state.seen.items())} if total else {}
 
+    def mixture_record(self) -> dict:
+        """What mixture.json keeps: the configured and realised shares per task, and the
+        adaptive weights' history (with every rank's final weights, once training ended)."""
+        record = {"target": self.target_mixture(), "realised": self.realised_mixture(),
+                  "samples": sum(self.state.seen.values()), "adaptive": None}
+        if self.adaptive is not None:
+            record["adaptive"] = {"config": asdict(self.cfg.mixture.adaptive), "history": self.adaptive.history,
+                                  "final": self.adaptive.task_weights(), "ranks": self.rank_weights}
+        return record
+
     def state_dict(self) -> dict:
-        return asdict(self.state)
+        state = asdict(self.state)
+        if self.adaptive is not None:
+            state["adaptive"] = self.adaptive.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        adaptive = state.pop("adaptive", None)
+        if adaptive is not None and self.adaptive is not None:
+            self.adaptive.load_state_dict(adaptive)
         self.state = StreamState(**state)
         self.state.resumes += 1  # continue with fresh randomness, never replay the start
         for reason, n in self.state.skipped.items():  # a checkpoint from before per-shard counts

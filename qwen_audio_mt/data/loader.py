@@ -154,9 +154,17 @@ def _quiet_lost_consumer(exc_type, exc, tb) -> None:
 
 class TrainStream(IterableDataset):
     def __init__(self, comps: list[Component], probs: np.ndarray, cfg: LoaderConfig, label_sets: dict,
-                 state: StreamState, rank: int = 0, world: int = 1):
+                 state: StreamState, rank: int = 0, world: int = 1, weights=None):
+        """`weights`: a shared-memory tensor over `comps` that replaces `probs` and that the
+        trainer updates while the workers draw (the adaptive mixture, adaptive.py)."""
         self.comps, self.probs, self.cfg, self.label_sets = comps, probs, cfg, label_sets
-        self.state, self.rank, self.world = state, rank, world
+        self.state, self.rank, self.world, self.weights = state, rank, world, weights
+
+    def _probs(self) -> np.ndarray:
+        if self.weights is None:
+            return self.probs
+        p = self.weights.numpy()
+        return p / p.sum()  # a read torn by a concurrent update is still a distribution
 
     def __len__(self) -> int:
         return self.cfg.batches_per_epoch
@@ -178,7 +186,7 @@ class TrainStream(IterableDataset):
 
         def mixed() -> Iterator[dict]:
             while True:
-                i = int(rng.choice(len(self.comps), p=self.probs))
+                i = int(rng.choice(len(self.comps), p=self._probs()))
                 if i not in streams:
                     streams[i] = train_samples(self.comps[i], comp_seeds[i], reader, readers,
                                                self.cfg.shuffle_buffer, skipped)

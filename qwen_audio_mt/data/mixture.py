@@ -8,7 +8,12 @@ unreadable shard lost). Probabilities:
   (T = 1 proportional, T -> inf uniform; caps are T5's examples-proportional cap K);
 - source weights: a source gets its normalised weight, split among its tasks by temperature.
   Either every source has a weight or none does.
-`task_weights` multiply a task's share before normalising (0 drops it).
+`task_weights` multiply a task's share before normalising (0 drops it); `domain_weights` (speech,
+sound, music) and `kind_weights` (a target kind of tags/tasks.yaml, or `closed` / `open` for all
+closed-label / all other kinds) multiply every task of that domain or kind, read from the task
+registry, so presets (conf/mixture/) say "speech x3" instead of listing tasks. All three multiply.
+`temperature: .inf` is uniform over tasks. These give the configured mixture; with `adaptive`
+(data/adaptive.py) it is where training starts, and the weights then move with the task losses.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .adaptive import AdaptiveConfig
 
 DEFAULT_TEMPERATURE = 2.0  # between proportional (1) and uniform (inf): small tasks up-sampled
 
@@ -42,6 +48,9 @@ class MixtureConfig:
     cap: int | None = None                                  # every task counts at most this many
     caps: dict = field(default_factory=dict)                # per-task caps
     task_weights: dict = field(default_factory=dict)        # per-task multipliers
+    domain_weights: dict = field(default_factory=dict)      # per-domain multipliers (registry domains)
+    kind_weights: dict = field(default_factory=dict)        # per target kind, or closed / open
+    adaptive: AdaptiveConfig | None = None                  # online weights from task losses (adaptive.py)
 
     def __post_init__(self):  # checked when the config is read, before any source is opened
         if self.temperature <= 0:
@@ -112,6 +121,27 @@ def label_sets(cfg: MixtureConfig) -> dict[str, list[str]]:
     return merged
 
 
+def group_weights(tasks: list[str], cfg: MixtureConfig) -> list[float]:
+    """Each task's domain x kind multiplier (1 for a task outside the registry: chat, ...)."""
+    if not cfg.domain_weights and not cfg.kind_weights:
+        return [1.0] * len(tasks)
+    from ..tasks import CLOSED_KINDS, DOMAINS, TARGET_KINDS, load_tasks
+    for key, known, what in ((cfg.domain_weights, DOMAINS, "domain_weights"),
+                             (cfg.kind_weights, (*TARGET_KINDS, "closed", "open"), "kind_weights")):
+        if bad := sorted(set(key) - set(known)):
+            raise MixtureError(f"mixture.{what}: unknown {', '.join(bad)} (known: {', '.join(known)})")
+    registry, out = load_tasks(), []
+    for name in tasks:
+        if name not in registry:
+            out.append(1.0)
+            continue
+        task = registry.get(name)
+        group = "closed" if task.target.kind in CLOSED_KINDS else "open"
+        kind = cfg.kind_weights.get(task.target.kind, cfg.kind_weights.get(group, 1.0))
+        out.append(float(cfg.domain_weights.get(task.domain, 1.0)) * float(kind))
+    return out
+
+
 def probabilities(comps: list[Component], cfg: MixtureConfig) -> np.ndarray:
     weighted = [s.weight is not None for s in cfg.sources]
     if any(weighted) and not all(weighted):
@@ -121,6 +151,7 @@ def probabilities(comps: list[Component], cfg: MixtureConfig) -> np.ndarray:
         raise MixtureError(f"mixture.temperature={cfg.temperature}: must be > 0 (1 proportional, larger flatter)")
     raw = np.array([min(c.samples, cfg.caps.get(c.task, cfg.cap or c.samples)) ** (1.0 / cfg.temperature)
                     * float(cfg.task_weights.get(c.task, 1.0)) for c in comps])
+    raw *= np.array(group_weights([c.task for c in comps], cfg))
     if weighted and all(weighted):
         names = [source_name(s) for s in cfg.sources]
         weight = dict(zip(names, (s.weight for s in cfg.sources)))
