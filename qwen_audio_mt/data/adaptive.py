@@ -58,7 +58,8 @@ class AdaptiveMixture:
     def __init__(self, cfg: AdaptiveConfig, tasks: list[str], prior: np.ndarray):
         self.cfg = cfg
         self.names = sorted(set(tasks))
-        self.task_of = np.array([self.names.index(t) for t in tasks])
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.task_of = np.array([self.index[t] for t in tasks])
         self.prior = np.asarray(prior, dtype=np.float64)
         n = len(self.names)
         self.theta = np.zeros(n)
@@ -74,9 +75,8 @@ class AdaptiveMixture:
         """One batch's per-sample losses (this rank's), by task name."""
         losses = np.asarray(losses, dtype=np.float64)
         for name, loss in zip(tasks, losses):
-            if name in self.names and np.isfinite(loss):
-                i = self.names.index(name)
-                self.window[i] += (loss, 1.0)
+            if name in self.index and np.isfinite(loss):
+                self.window[self.index[name]] += (loss, 1.0)
 
     def due(self, step: int) -> bool:
         return step > 0 and step % self.cfg.every_n_steps == 0
