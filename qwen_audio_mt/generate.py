@@ -12,8 +12,6 @@ How a batch runs (choices this module makes):
 - The same prefill serves likelihoods (`score`, `run(continuations=...)`): each continuation
   (a label's target, a true target) is scored on a copy of the prefix's cache, adding only its
   own tokens; log-probabilities there are over the full vocabulary, as training's loss is.
-  Continuations that share their tokens so far (a label set's common first digits) share that
-  place's logits: the head runs once per distinct context.
 - Never generated: embedding rows past the tokenizer's vocabulary (padding rows) and the audio
   span tokens.
 - A row stops at a stop token (`<|endoftext|>`; chat passes `<|im_end|>`) or `max_new_tokens`.
@@ -106,18 +104,6 @@ def _select(cache, idx: torch.Tensor):
 
 
 @torch.no_grad()
-def _shared_contexts(prefix_rows: torch.Tensor, seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows with the same prefix row and the same tokens so far predict from the same hidden
-    state (labels "1", "10", "108" share "1"): (one row per distinct context, each row's index
-    into those). The head and its full-vocabulary normalisation, most of a ranking's cost, then
-    run once per context instead of once per candidate."""
-    keys = torch.cat([prefix_rows[:, None], seen], 1)
-    _, inverse = torch.unique(keys, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), len(keys), dtype=torch.long, device=keys.device)
-    first.scatter_reduce_(0, inverse, torch.arange(len(keys), device=keys.device), "amin")
-    return first, inverse
-
-
 def encode_clips(model, mels: list[torch.Tensor], batch: int = 16) -> list[torch.Tensor]:
     """Clips' LLM positions [N_i, width] (mels [n_mels, T_i]), `batch` clips of similar length
     per forward. The encoder masks padded frames (conv and attention), so a clip's positions
@@ -262,11 +248,10 @@ class Generator:
         out = torch.stack([lp, torch.ones_like(lp), ok], 1).cpu()
         for j in range(1, L):  # then one place at a time, real rows only: never [R, L, V] logits
             v = valid[:, j].nonzero()[:, 0]
-            shared, inverse = _shared_contexts(idx[v], tokens[v, :j])
-            logits = self._head(hidden[v[shared], j - 1])  # once per distinct context
+            logits = self._head(hidden[v, j - 1])
             t = tokens[v, j]
-            lp = F.log_softmax(logits, -1)[inverse, t]
-            ok = (logits.argmax(-1)[inverse] == t).float()
+            lp = F.log_softmax(logits, -1).gather(1, t[:, None])[:, 0]
+            ok = (logits.argmax(-1) == t).float()
             out.index_add_(0, v.cpu(), torch.stack([lp, torch.ones_like(lp), ok], 1).cpu())
         return out
 

@@ -231,8 +231,8 @@ def test_bad_settings(kw, msg):
 
 
 def test_continuations_sharing_tokens_score_as_each_alone(whisper_tok, requests_for):
-    """Labels that share leading tokens ("1", "10", "108") share those places' logits: the
-    scores equal each continuation scored by itself, across several prefixes in one batch."""
+    """Labels that share leading tokens ("1", "10", "108"), batched across several prefixes on
+    copies of one cache: each scores as it does by itself."""
     model = tiny_model()
     reqs = requests_for(model)[:3]
     a, b, c, e = 16, 15, 23, whisper_tok.end_id
