@@ -27,10 +27,12 @@ from qwen_audio_mt.paths import REPO_ROOT
 from qwen_audio_mt.tasks import CLOSED_KINDS, load_tasks
 from qwen_audio_mt.train import CONF_DIR
 
-# a sweep point in seconds: 2 steps of the shrunken model, 1 clip per task scored
+# a sweep point in seconds: 2 steps of the shrunken model, 1 clip per task scored, answers cut
+# at 8 tokens (a random model never stops on its own)
 TINY = [*SHRINK, *QUIET, "data.loader.limits.max_batch_size=8", "data.loader.limits.pool=32",
         "data.loader.num_workers=0", "trainer.max_steps=2", "trainer.val_check_interval=2",
-        "callbacks.validation_metrics.per_task=1", "eval.max_per_task=1", "export=false"]
+        "callbacks.validation_metrics.per_task=1", "callbacks.validation_metrics.max_new_tokens=8",
+        "eval.max_per_task=1", "eval.max_new_tokens=8", "export=false"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
