@@ -72,7 +72,7 @@ eval: setup ## evaluate an export folder or checkpoint: make eval ARGS="model=ou
 
 SWEEP_DIR ?= outputs/multirun/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-sweep: setup ## after make shards: a multirun (default sweep=mixtures, ~30 min), then its report: make sweep ARGS="sweep=temperature"
+sweep: setup ## after make shards: a multirun (default sweep=mixtures, ~22 min), then its report: make sweep ARGS="sweep=temperature"
 	@dir=$(SWEEP_DIR); \
 	$(PY) -m qwen_audio_mt.train -m $(or $(ARGS),sweep=mixtures) $(OVERRIDES) hydra.sweep.dir=$$dir; status=$$?; \
 	$(PY) -m qwen_audio_mt sweep-report $$dir || status=$$((status ? status : $$?)); exit $$status
