@@ -111,21 +111,27 @@ def _float(text: str | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def read_curves(metrics_csv: Path | None) -> dict[str, tuple[list[float], list[float]]]:
-    """{column: (steps, values)} for train/loss and val/loss, skipping empty and NaN cells."""
-    if metrics_csv is None or not Path(metrics_csv).is_file():
-        return {}
+def read_columns(metrics_csv: Path | str, keep) -> dict[str, tuple[list[float], list[float]]]:
+    """{column: (steps, values)} of the CSVLogger columns `keep(name)` accepts, skipping empty
+    and NaN cells (a row leaves the columns it does not log empty)."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
     with open(metrics_csv, newline="") as f:
         for row in csv.DictReader(f):
             step = _float(row.get("step"))
-            for col in CURVES:
-                value = _float(row.get(col))
+            for col, text in row.items():
+                value = _float(text) if col and keep(col) else None
                 if step is not None and value is not None:
                     xs, ys = curves.setdefault(col, ([], []))
                     xs.append(step)
                     ys.append(value)
     return curves
+
+
+def read_curves(metrics_csv: Path | None) -> dict[str, tuple[list[float], list[float]]]:
+    """{column: (steps, values)} for train/loss and val/loss ({} without a log)."""
+    if metrics_csv is None or not Path(metrics_csv).is_file():
+        return {}
+    return read_columns(metrics_csv, CURVES.__contains__)
 
 
 def plot_loss(metrics_csv: Path | None, out: Path) -> Path:

@@ -8,7 +8,7 @@
   run, the target alone (and one line saying so).
 - plot_mixture(shares): per task, target probability beside realised share.
 - columns(csv, prefix): {column: (steps, values)} of a Lightning CSVLogger file, whose rows leave
-  the columns they do not log empty (report.read_curves does this for train/loss, val/loss).
+  the columns they do not log empty (report.read_columns).
 - plot_overall_loss(csv): report.plot_loss's picture (train/loss, val/loss) as an image.
 - plot_task_losses(csv, tasks, window): `train/loss_<task>` against step, one panel per domain.
 - loss_table(csv): each task's first and last logged loss.
@@ -20,10 +20,8 @@ A missing input (no run, no log) gives None: notebook_views.run_log says what to
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -126,27 +124,10 @@ def plot_mixture(shares: dict | None):
 
 
 # ---------------------------------------------------------------------- loss curves
-def _float(text: str | None) -> float | None:
-    try:
-        x = float(text)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def columns(metrics_csv: str | Path, prefix: str) -> dict[str, tuple[list[float], list[float]]]:
     """{column: (steps, values)} of every CSVLogger column starting with `prefix`, empty cells skipped."""
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            step = _float(row.get("step"))
-            for col, text in row.items():
-                value = _float(text) if col and col.startswith(prefix) else None
-                if step is not None and value is not None:
-                    xs, ys = curves.setdefault(col, ([], []))
-                    xs.append(step)
-                    ys.append(value)
-    return curves
+    from .report import read_columns
+    return read_columns(metrics_csv, lambda col: col.startswith(prefix))
 
 
 def plot_overall_loss(metrics_csv: Path | None):
