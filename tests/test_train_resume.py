@@ -38,17 +38,47 @@ def launch(cmd: list[str], log: Path) -> subprocess.Popen:
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
+def group_pids(pgid: int) -> list[int]:
+    """Every live process of a process group (the run, its DDP ranks, their loader workers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after "pid (comm)": state, ppid, pgrp
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+_FRAMEWORK = ("/hydra/", "<frozen runpy>", "/multiprocessing/", "/threading.py")  # frames no hang is in
+
+
 def stacks_then_kill(proc: subprocess.Popen, log: Path) -> str:
-    """Every process of a stuck run prints its threads' stacks (SIGUSR2, errors.run_main), then
-    the run is killed: the log's tail, stacks included, for the failure message."""
+    """Every process of a stuck run prints its threads' stacks (SIGUSR2, errors.run_main), one
+    process at a time so they do not interleave, then the run is killed: each process's stacks,
+    headed by its pid and command line, for the failure message."""
+    parts = []
+    for pid in group_pids(proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            start = log.stat().st_size
+            os.kill(pid, signal.SIGUSR2)
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+        time.sleep(1.5)
+        with log.open("rb") as f:
+            f.seek(start)
+            stacks = f.read().decode(errors="replace")
+        main = stacks[stacks.find("Current thread"):] if "Current thread" in stacks else stacks
+        frames = [line for line in main.splitlines() if not any(x in line for x in _FRAMEWORK)]
+        parts.append(f"--- pid {pid}: {cmd}\n" + "\n".join(frames[:40]))
     try:
-        os.killpg(proc.pid, signal.SIGUSR2)
-        time.sleep(3)
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait()
-    return log.read_text()[-12000:]
+    return log.read_text()[-3000:] + "\n" + "\n".join(parts)
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:

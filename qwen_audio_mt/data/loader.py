@@ -163,8 +163,10 @@ class TrainStream(IterableDataset):
     def _probs(self) -> np.ndarray:
         if self.weights is None:
             return self.probs
-        p = self.weights.numpy()
-        return p / p.sum()  # a read torn by a concurrent update is still a distribution
+        # copy, then normalise the copy: the trainer may write between reading the sum and
+        # dividing by it (a torn read of the live view fails rng.choice's sum check)
+        p = self.weights.numpy().copy()
+        return p / p.sum()
 
     def __len__(self) -> int:
         return self.cfg.batches_per_epoch
