@@ -19,6 +19,9 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH            # 3,000 mel frames in 30 s
 CONV_STRIDE = 2                               # Whisper conv2: 10 ms -> 20 ms
 POOL_STRIDE = 2                               # Qwen-Audio avg-pool: 20 ms -> 40 ms
 SECONDS_PER_POSITION = HOP_LENGTH * CONV_STRIDE * POOL_STRIDE / SAMPLE_RATE  # 0.04 s
+# A released model's encoder reads past a clip's last frame: conv1 (k3) one mel frame, conv2 (k3,
+# s2) one conv1 frame, which conv1 computed from one more: 2 mel frames of context (encoder.py).
+RELEASED_CONTEXT_FRAMES = 2
 
 
 def n_mel_frames(n_samples: int) -> int:

@@ -91,7 +91,8 @@ class Clip:
         self.positions = self.positions or [None] * len(self.mels)
 
 
-def make_clip(audio, n_mels: int, pad_to_30s: bool = False, ref: str | None = None) -> Clip:
+def make_clip(audio, n_mels: int, pad_to_30s: bool = False, ref: str | None = None,
+              compat: str | None = None) -> Clip:
     """A Clip from a path (any format, any rate) or a 16-kHz mono array; ChatAudioError otherwise."""
     if isinstance(audio, (str, os.PathLike)):
         ref = str(audio) if ref is None else ref
@@ -106,7 +107,7 @@ def make_clip(audio, n_mels: int, pad_to_30s: bool = False, ref: str | None = No
         raise ChatAudioError(f"{ref}: an audio array must be 16-kHz mono samples [n], not shape {audio.shape}")
     mels, sizes = [], []
     for start in range(0, len(audio), _WINDOW):
-        mel, _, n = log_mel(audio[start: start + _WINDOW], n_mels, pad_to_30s)
+        mel, _, n = log_mel(audio[start: start + _WINDOW], n_mels, pad_to_30s, compat)
         if n:  # a tail under one position (40 ms) says nothing
             mels.append(mel)
             sizes.append(n)
@@ -200,7 +201,7 @@ def reply_batch(model, tok, conversations: Sequence[Conversation], audios: Seque
         refs = conv.audios()
         if len(refs) != len(aa):
             raise ChatError(f"{conv.key or 'conversation'}: {len(refs)} audios in the text but {len(aa)} given")
-        clips.append([a if isinstance(a, Clip) else make_clip(a, n_mels, pad_to_30s, ref) for a, ref in zip(aa, refs)])
+        clips.append([a if isinstance(a, Clip) else make_clip(a, n_mels, pad_to_30s, ref, model.encoder.cfg.compat) for a, ref in zip(aa, refs)])
     return [rep.text for rep in replies(model, tok, conversations, clips, generation, max_tokens)]
 
 
@@ -252,7 +253,7 @@ class ChatSession:
 
     def clip(self, audio, ref: str | None = None) -> Clip:
         """Decode and window one audio (a path or a 16-kHz array) for a later `ask`."""
-        return make_clip(audio, self.model.encoder.cfg.n_mels, self.pad_to_30s, ref)
+        return make_clip(audio, self.model.encoder.cfg.n_mels, self.pad_to_30s, ref, self.model.encoder.cfg.compat)
 
     def ask(self, text: str, audio: Sequence = ()) -> str:
         """The reply to `text` with `audio` (paths, 16-kHz arrays or Clips) attached to this turn

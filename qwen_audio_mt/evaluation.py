@@ -94,10 +94,10 @@ def run_data(datamodule) -> tuple[list, Renderer]:
     return sources, eval_renderer(base, sources, loader.pad_to_30s)
 
 
-def read_items(rend: Renderer, sources, cfg: EvalConfig, n_mels: int, skipped: Counter):
+def read_items(rend: Renderer, sources, cfg: EvalConfig, n_mels: int, skipped: Counter, compat: str | None = None):
     """(task name, Item) in shard order: the public reader's samples through the loader's own
     featurizer (log-mel, the true target rendered with `rend`), unaugmented."""
-    feat = Featurizer(LoaderConfig(n_mels=n_mels, pad_to_30s=cfg.pad_to_30s, tokenizer=rend.tok.spec), {},
+    feat = Featurizer(LoaderConfig(n_mels=n_mels, pad_to_30s=cfg.pad_to_30s, tokenizer=rend.tok.spec, compat=compat), {},
                       train=False, renderer=rend)
     for s in read_split(sources, cfg.split, keys=None if cfg.keys is None else set(cfg.keys),
                         max_per_task=cfg.max_per_task, skipped=skipped):
@@ -165,7 +165,7 @@ def evaluate_model(model, renderer: Renderer, sources, cfg: EvalConfig = EvalCon
     gens: dict[str, Generator] = {}
     try:
         with torch.no_grad(), tqdm(total=total, desc=f"eval {cfg.split}", unit="clip", disable=not cfg.progress) as bar:
-            for name, items in _chunks(read_items(rend, sources, cfg, n_mels, skipped), cfg.chunk):
+            for name, items in _chunks(read_items(rend, sources, cfg, n_mels, skipped, model.encoder.cfg.compat), cfg.chunk):
                 if name not in gens:
                     budget = targets.max_new_tokens(name, cfg.max_new_tokens)
                     gens[name] = Generator(model, rend.tok, GenerationConfig(

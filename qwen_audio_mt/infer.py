@@ -97,7 +97,7 @@ class Answerer:
                  overlap_s: float = DEFAULT_OVERLAP_S, pad_to_30s: bool = False, batch_rows: int = 256):
         self.model, self.renderer, self.tok = model, renderer, renderer.tok
         self.gen, self.overlap_s, self.pad_to_30s, self.batch_rows = gen, overlap_s, pad_to_30s, batch_rows
-        self.n_mels = model.encoder.cfg.n_mels
+        self.n_mels, self.compat = model.encoder.cfg.n_mels, model.encoder.cfg.compat
 
     # ------------------------------------------------------------------ prompt
     def _sample(self, q: Query) -> dict:
@@ -160,7 +160,7 @@ class Answerer:
         starts = window_starts(len(audio), CHUNK_SECONDS, self.overlap_s) if mode != "short" else [0]
         pieces = []
         for s in starts:
-            mel, _, n_audio = log_mel(audio[s: s + win], self.n_mels, self.pad_to_30s)
+            mel, _, n_audio = log_mel(audio[s: s + win], self.n_mels, self.pad_to_30s, self.compat)
             pieces.append((encode_clip(self.model, mel), self._prefix(q, n_audio)))
         ends = [min(s + win, len(audio)) / SAMPLE_RATE for s in starts]
         return _Clip(a, mode, [s / SAMPLE_RATE for s in starts], ends, pieces)

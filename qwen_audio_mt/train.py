@@ -127,7 +127,8 @@ def build(cfg: DictConfig):
     model_cfg, state = model_config(raw)
     module = AudioLMModule(model_cfg, optim, raw["log_every"], state)
     data = data_config(raw)  # rendered with the model's own tokenizer and front end
-    loader = replace(data.loader, tokenizer=model_cfg.tokenizer, n_mels=model_cfg.encoder.n_mels)
+    loader = replace(data.loader, tokenizer=model_cfg.tokenizer, n_mels=model_cfg.encoder.n_mels,
+                     compat=model_cfg.encoder.compat)
     datamodule = AudioDataModule(replace(data, loader=loader))
     check_mixture(datamodule.cfg.mixture)
     # an experiment turns a default callback off by setting it to null (sft: the task metrics)

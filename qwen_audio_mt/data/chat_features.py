@@ -20,13 +20,14 @@ from .features import log_mel
 
 
 class ChatFeaturizer:
-    def __init__(self, tok: Tokenizer, n_mels: int, pad_to_30s: bool, max_tokens: int):
+    def __init__(self, tok: Tokenizer, n_mels: int, pad_to_30s: bool, max_tokens: int, compat: str | None = None):
         self.chat, self.n_mels, self.pad_to_30s, self.max_tokens = ChatRenderer(tok), n_mels, pad_to_30s, max_tokens
+        self.compat = compat
 
     def __call__(self, sample: dict) -> Example:
         key = str(sample.get("key"))
         conv = Conversation.from_json(sample["messages"], key)
-        clips = [log_mel(a, self.n_mels, self.pad_to_30s) for a in sample.get("audios", ())]
+        clips = [log_mel(a, self.n_mels, self.pad_to_30s, self.compat) for a in sample.get("audios", ())]
         r = render_conversation(conv, self.chat, [n for *_, n in clips], self.max_tokens)
         kept = clips[: r.audios]
         seconds = 30.0 * len(kept) if self.pad_to_30s else sum(len(a) for a in sample.get("audios", ())[: r.audios]) / SAMPLE_RATE

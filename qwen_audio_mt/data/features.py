@@ -1,18 +1,42 @@
 """16-kHz mono samples -> Whisper log-mel and the number of LLM audio positions: the one front end
-of training, evaluation and generation."""
+of training, evaluation and generation.
+
+Three ways, by the model's `encoder.compat` (model/encoder.py):
+- None (ours): the mel of the clip itself, `samples // 160` frames; a batch pads it with 0.
+- "qwen-audio" / "qwen2-audio" (a released model's numbers): the clip padded with zeros to 30 s,
+  the mel of the whole window (so past the clip's end lies the log-mel of that silence, as
+  WhisperFeatureExtractor and Qwen-Audio's audio.py compute it) and the clip's frames counted
+  `samples // 160` (Qwen-Audio) or `ceil(samples / 160)` (Qwen2-Audio's processor, from its
+  attention mask taken every 160th sample). The mel is cut to those frames plus the 2 frames
+  of context the release's convolutions read past them (audio.RELEASED_CONTEXT_FRAMES; zeros past
+  the 30-s window, as its conv padding), so the mel's width still says where a clip ends and a
+  batch pads and masks the rest as for ours; the encoder (compat) takes the 2 off.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 import whisper
 
-from ..audio import MAX_AUDIO_POSITIONS, N_SAMPLES, n_encoder_frames, n_mel_frames, n_pooled_positions
+from ..audio import (HOP_LENGTH, MAX_AUDIO_POSITIONS, N_FRAMES, N_SAMPLES, RELEASED_CONTEXT_FRAMES, n_encoder_frames,
+                     n_mel_frames, n_pooled_positions)
+
+# frames of a clip of n samples, as each released front end counts them
+_RELEASED_FRAMES = {"qwen-audio": lambda n: n // HOP_LENGTH, "qwen2-audio": lambda n: -(-n // HOP_LENGTH)}
 
 
-def log_mel(audio: np.ndarray | torch.Tensor, n_mels: int, pad_to_30s: bool = False) -> tuple[torch.Tensor, int, int]:
+def log_mel(audio: np.ndarray | torch.Tensor, n_mels: int, pad_to_30s: bool = False,
+            compat: str | None = None) -> tuple[torch.Tensor, int, int]:
     """(log-mel [n_mels, frames], real mel frames, LLM positions). With `pad_to_30s` the clip is
-    padded to 30 s (Qwen-Audio's front end) and takes all 750 positions."""
+    padded to 30 s and takes all 750 positions; `compat`: a released model's front end (above)."""
     audio = torch.from_numpy(np.ascontiguousarray(audio)) if isinstance(audio, np.ndarray) else audio
+    if compat is not None:
+        if pad_to_30s:
+            raise ValueError("pad_to_30s and a released model's front end (compat) exclude each other")
+        frames = min(_RELEASED_FRAMES[compat](len(audio)), N_FRAMES)
+        mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio, N_SAMPLES), n_mels)
+        mel = torch.cat([mel, mel.new_zeros(n_mels, RELEASED_CONTEXT_FRAMES)], 1)[:, : frames + RELEASED_CONTEXT_FRAMES]
+        return mel, frames, n_pooled_positions(n_encoder_frames(frames))
     frames = n_mel_frames(len(audio))
     if pad_to_30s:
         audio = whisper.pad_or_trim(audio, N_SAMPLES)

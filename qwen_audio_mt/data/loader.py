@@ -49,7 +49,8 @@ SAMPLE_ERRORS = (*LABEL_ERRORS, TypeError, AttributeError)
 @dataclass(frozen=True)
 class LoaderConfig:
     n_mels: int = 80                  # 80 (Whisper <= large-v2, Qwen-Audio) or 128 (large-v3)
-    pad_to_30s: bool = False          # Qwen-Audio's behaviour: every clip padded to 30 s
+    pad_to_30s: bool = False          # every clip padded to 30 s, all 750 positions
+    compat: str | None = None         # a released model's front end (data/features.py): the model's encoder.compat
     limits: BatchLimits = field(default_factory=BatchLimits)
     batches_per_epoch: int = 500      # per rank
     num_workers: int = 2
@@ -97,14 +98,14 @@ class Featurizer:
                                              label_sets=label_sets)
         self.augmenter = Augmenter(cfg.augment, self.renderer.registry) if train else None
         self.audio_start = self.renderer.tok.role_id("audio_start")
-        self.chat = ChatFeaturizer(self.renderer.tok, cfg.n_mels, cfg.pad_to_30s, cfg.max_conversation_tokens)
+        self.chat = ChatFeaturizer(self.renderer.tok, cfg.n_mels, cfg.pad_to_30s, cfg.max_conversation_tokens, cfg.compat)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> Example:
         if "messages" in sample:  # a conversation (chat SFT)
             return self.chat(sample)
         if self.augmenter is not None:
             sample = self.augmenter.wave(sample, rng)
-        mel, frames, n_audio = log_mel(sample["audio"], self.cfg.n_mels, self.cfg.pad_to_30s)
+        mel, frames, n_audio = log_mel(sample["audio"], self.cfg.n_mels, self.cfg.pad_to_30s, self.cfg.compat)
         if self.augmenter is not None:
             mel = self.augmenter.spec(mel, rng)
         ids, mask = self.renderer.render(sample, n_audio=n_audio)

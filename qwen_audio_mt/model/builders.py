@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -62,6 +63,19 @@ class Trainable:
 
 
 @dataclass(frozen=True)
+class ReleasedConfig:
+    """Weights to start from: a released checkpoint folder in another layout (model/interop.py)."""
+    format: str | None = None   # "qwen2-audio" (transformers' Qwen2Audio) | "qwen-audio" (QWen remote code)
+    path: str | None = None     # a local folder: config.json + safetensors
+
+    def __post_init__(self):
+        if self.format not in (None, "qwen2-audio", "qwen-audio"):
+            raise ConfigError(f"model.released.format={self.format!r}: allowed are qwen2-audio, qwen-audio")
+        if bool(self.format) != bool(self.path):
+            raise ConfigError("model.released needs both format and path (or neither)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -70,6 +84,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     pad_vocab_to: int = 64
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r=0: off
+    released: ReleasedConfig = field(default_factory=ReleasedConfig)  # start from a released checkpoint
 
 
 def _round_up(n: int, k: int) -> int:
@@ -95,13 +110,14 @@ def build_llm(cfg: LLMConfig, n_vocab: int, pad_to: int) -> tuple[nn.Module, int
     return llm, old
 
 
-def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None, state: Mapping | None = None) -> AudioLM:
-    """The model of `cfg`; `state`: plain (LoRA-free) weights to start from, e.g. a pretraining
-    run's for chat SFT, loaded before LoRA wraps the LLM (so its key names are the plain ones)."""
-    tok = tokenizer or Tokenizer.from_spec(cfg.tokenizer)
+def assemble(cfg: ModelConfig, tok: Tokenizer) -> tuple[AudioLM, int]:
+    """The AudioLM of `cfg`'s shapes (weights: a Whisper checkpoint and an LLM folder where the
+    config names them, else random), and the rows its LLM's embedding had before resizing.
+    Works under `torch.device("meta")` when nothing is loaded (the released-checkpoint imports)."""
     enc_cfg, enc_state = cfg.encoder, None
     if cfg.encoder.checkpoint:
         enc_cfg, enc_state = load_whisper_checkpoint(cfg.encoder.checkpoint)
+        enc_cfg = replace(enc_cfg, compat=cfg.encoder.compat)
         if enc_cfg.n_mels != cfg.encoder.n_mels:  # the loader computes features from the config's n_mels
             raise ConfigError(f"model.encoder.n_mels={cfg.encoder.n_mels} but {cfg.encoder.checkpoint} was trained "
                               f"on {enc_cfg.n_mels} mel bins: set model.encoder.n_mels={enc_cfg.n_mels}")
@@ -112,11 +128,22 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None, state: Map
     adapter = AudioAdapter(enc_cfg.n_state, llm.get_input_embeddings().embedding_dim)
     adapter.ln_post.load_state_dict(encoder.whisper.ln_post.state_dict())
     encoder.whisper.ln_post = nn.Identity()  # lives in the adapter now; no unused parameters for DDP
-    encoder.gradient_checkpointing = cfg.gradient_checkpointing
-    if cfg.gradient_checkpointing:
-        llm.gradient_checkpointing_enable()
     ids = {role: tok.role_id(role) for role in ("audio_placeholder", "audio_start", "audio_end")}
-    model = AudioLM(encoder, adapter, llm, ids)
+    return AudioLM(encoder, adapter, llm, ids), old_rows
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None, state: Mapping | None = None) -> AudioLM:
+    """The model of `cfg`; `state`: plain (LoRA-free) weights to start from, e.g. a pretraining
+    run's for chat SFT, loaded before LoRA wraps the LLM (so its key names are the plain ones).
+    With `cfg.released`, the weights of a released checkpoint (model/interop.py)."""
+    tok = tokenizer or Tokenizer.from_spec(cfg.tokenizer)
+    if cfg.released.path:
+        model, old_rows = load_released(cfg, tok)
+    else:
+        model, old_rows = assemble(cfg, tok)
+    model.encoder.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.gradient_checkpointing:
+        model.llm.gradient_checkpointing_enable()
     # The checkpoint's rows that hold tokens of its own: Qwen's padding rows past its specials are
     # where the tag tokens land (from [[[AUDIO:modality]]] on), and those must train.
     apply_trainable(model, cfg.trainable, min(old_rows, tok.role_id("audio_placeholder")))
@@ -124,6 +151,28 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer | None = None, state: Map
         model.load_state_dict(state)
     # under LoRA the special tokens' rows (tags, chat markers) are the new ones, whatever the checkpoint
     return apply_lora(model, cfg.lora, range(tok.n_base, tok.n_vocab) if cfg.trainable.new_token_rows else None)
+
+
+def load_released(cfg: ModelConfig, tok: Tokenizer) -> tuple[AudioLM, int]:
+    """A released checkpoint's weights in our model (the folder's shapes; see interop.py)."""
+    if cfg.released.format == "qwen2-audio":
+        from .qwen2_audio import load_qwen2_audio
+        model, _, rows = load_qwen2_audio(cfg, tok)
+    else:
+        from .qwen_audio import load_qwen_audio
+        model, _, rows = load_qwen_audio(cfg, tok)
+    return model, rows
+
+
+def released_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> ModelConfig:
+    """`cfg` with the shapes of the released folder it names (what `build_model` builds)."""
+    from .interop import read_config
+    folder = Path(cfg.released.path)
+    if cfg.released.format == "qwen2-audio":
+        from .qwen2_audio import architecture
+        return architecture(read_config(folder), cfg, folder)
+    from .qwen_audio import architecture
+    return architecture(read_config(folder, "qwen"), cfg, folder)
 
 
 def apply_trainable(model: AudioLM, t: Trainable, old_rows: int) -> None:

@@ -4,7 +4,16 @@ openai-whisper's `AudioEncoder.forward` asserts exactly 3,000 mel frames (30 s).
 module (same weights, loadable from a Whisper checkpoint) runs on the real length: the
 positional embedding is sliced to the clip's frames and padded frames are masked out of
 attention, so a clip's output does not depend on what it was batched with. With
-`pad_to_30s` the loader feeds 3,000 frames and nothing is masked: Qwen-Audio's behaviour.
+`pad_to_30s` the loader feeds 3,000 frames and nothing is masked.
+
+Exactness (`compat`): conv2 (kernel 3, stride 2) centred on an odd-length clip's last frame
+reads one frame past its end. Ours zeroes conv1's output there (the default), so a clip's output
+never depends on its padding or batch-mates. Qwen-Audio and Qwen2-Audio let it read the padded
+frame, whose value is the log-mel of the silence their front ends pad every clip with (30 s):
+`compat="qwen2-audio"` / `"qwen-audio"` does the same (no zeroing) so that an imported model
+gives the release's numbers, the front end (data/features.py) then pads and counts frames as
+that release does, and each mel carries the 2 frames of context past the clip that the release
+reads (`mel_lengths` include them; the encoder takes them off). Even lengths agree either way.
 """
 from __future__ import annotations
 
@@ -16,10 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from whisper.model import AudioEncoder, ModelDimensions, ResidualAttentionBlock
 
-from ..audio import n_encoder_frames
+from ..audio import RELEASED_CONTEXT_FRAMES, n_encoder_frames
 from ..errors import ConfigError
 
 MEL_BINS = (80, 128)  # whisper/assets/mel_filters.npz: 80 (<= large-v2, Qwen-Audio), 128 (large-v3, Qwen2-Audio)
+# Released models whose numbers an encoder can reproduce (`compat`); see the module docstring.
+COMPAT = ("qwen-audio", "qwen2-audio")
 
 
 @dataclass(frozen=True)
@@ -30,8 +41,11 @@ class EncoderConfig:
     n_head: int = 20
     n_layer: int = 32
     checkpoint: str | None = None  # a local Whisper .pt ({"dims", "model_state_dict"}); None: random
+    compat: str | None = None  # None: ours (padding zeroed); "qwen-audio" / "qwen2-audio": the release's numbers
 
     def __post_init__(self):  # shapes fail here, naming the key, not as a reshape error mid-step
+        if self.compat is not None and self.compat not in COMPAT:
+            raise ConfigError(f"model.encoder.compat={self.compat!r}: allowed are null (ours), {', '.join(COMPAT)}")
         if self.n_mels not in MEL_BINS:
             raise ConfigError(f"model.encoder.n_mels={self.n_mels}: Whisper's filter banks have {' or '.join(map(str, MEL_BINS))}")
         if self.n_head < 1 or self.n_state % self.n_head:
@@ -66,16 +80,21 @@ class WhisperEncoder(nn.Module):
     def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mel [B, n_mels, T] -> frames [B, T', n_state] and their valid lengths [B]."""
         w = self.whisper
+        if self.cfg.compat is not None:  # the front end's context frames are not the clip's
+            mel_lengths = (mel_lengths - RELEASED_CONTEXT_FRAMES).clamp(min=0)
         x = F.gelu(w.conv1(mel))
-        # zero conv1 frames past each clip's end: conv2 (stride 2) would read one padded frame
-        # into an odd-length clip's last output, making it depend on its batch-mates
-        frames = torch.arange(x.shape[-1], device=x.device)[None, :] < mel_lengths.to(x.device)[:, None]
-        x = x * frames[:, None, :].to(x.dtype)
+        if self.cfg.compat is None:
+            # zero conv1 frames past each clip's end: conv2 (stride 2) would read one padded frame
+            # into an odd-length clip's last output, making it depend on its batch-mates
+            frames = torch.arange(x.shape[-1], device=x.device)[None, :] < mel_lengths.to(x.device)[:, None]
+            x = x * frames[:, None, :].to(x.dtype)
         x = F.gelu(w.conv2(x)).permute(0, 2, 1)
+        lengths = torch.tensor([n_encoder_frames(int(n)) for n in mel_lengths], device=x.device)
+        if self.cfg.compat is not None:  # frames from context only: masked keys, dropped
+            x = x[:, : int(lengths.max())]
         if x.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"{mel.shape[-1]} mel frames exceed the encoder's {self.cfg.n_ctx * 2} (30 s)")
         x = (x + w.positional_embedding[: x.shape[1]]).to(x.dtype)
-        lengths = torch.tensor([n_encoder_frames(int(n)) for n in mel_lengths], device=x.device)
         keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         keep = None if bool(keep.all()) else keep
         for block in w.blocks:

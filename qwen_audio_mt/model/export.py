@@ -35,7 +35,7 @@ from ..render import Renderer
 from ..tasks import load_tasks
 from ..tokenizer import WHISPER_BASE, Tokenizer, TokenizerSpec
 from .audio_lm import AudioLM
-from .builders import ModelConfig, build_model
+from .builders import ModelConfig, ReleasedConfig, build_model
 from .lora import merge_lora
 
 TAG_FILES = ("tokens.yaml", "tasks.yaml", "languages.yaml")
@@ -60,11 +60,12 @@ def export(model: AudioLM, cfg: ModelConfig, folder: str | Path) -> Path:
     # weights are in the file; rebuilding must not look for the original checkpoints: a real
     # LLM is saved as its architecture (its HF config) and rebuilt from it
     llm = cfg.llm
-    if llm.path:
+    if llm.path or cfg.released.path:  # the architecture, not the folder it came from
         arch = {k: v for k, v in model.llm.config.to_dict().items() if k not in ("model_type", "transformers_version")}
         llm = replace(llm, path=None, model_type=model.llm.config.model_type, config=arch)
-    portable = replace(cfg, tokenizer=spec, encoder=replace(cfg.encoder, checkpoint=None), llm=llm,
-                       lora=replace(cfg.lora, r=0))
+    # the model's own encoder config: an import's shapes and compat mode
+    portable = replace(cfg, tokenizer=spec, encoder=replace(model.encoder.cfg, checkpoint=None), llm=llm,
+                       lora=replace(cfg.lora, r=0), released=ReleasedConfig())
     if cfg.lora.r:
         model = merge_lora(copy.deepcopy(model))
     (folder / "config.json").write_text(json.dumps(to_dict(portable), indent=1))
