@@ -1,8 +1,15 @@
-"""CLI verbs that use a trained model: `generate`.
+"""CLI verbs that use a trained model: `generate`, `export` and `import` (released layouts).
 
     qwen-audio-mt generate --model DIR --task NAME --audio FILE... [--audio-lang L] [--text-lang L]
         [--timestamps] [--question Q] [--choices A B ...] [--query Q] [--field KEY=VALUE]
         [--beam N] [--max-new-tokens N] [--json]
+
+    qwen-audio-mt export --model DIR --format qwen2-audio|qwen-audio --out DIR
+    qwen-audio-mt import --format qwen2-audio|qwen-audio --path DIR --out DIR [--base RANKS]
+
+`export` writes a released layout (model/interop.py): qwen2-audio for transformers'
+Qwen2AudioForConditionalGeneration + its processor, qwen-audio for the QWen remote-code layout.
+`import` turns such a folder into our export folder (what generate, chat and eval load).
 
 The model is an export folder or a Lightning `.ckpt`. Each file is answered; a file that cannot
 be (missing, empty, undecodable, too long for its task) gets one line on stderr naming it and
@@ -63,7 +70,55 @@ def cmd_generate(args) -> int:
     return 2 if failed else 0
 
 
+def cmd_export(args) -> int:
+    from .conversation import chat_strings
+    from .model.export import load_pretrained
+    from .tokenizer import Tokenizer
+    model, cfg = load_pretrained(args.model)
+    tok = Tokenizer.from_spec(cfg.tokenizer)
+    if args.format == "qwen2-audio":
+        from .model.qwen2_audio import save_qwen2_audio
+        out = save_qwen2_audio(model, tok, args.out, chat_strings().system)
+    else:
+        from .model.qwen_audio import save_qwen_audio
+        out = save_qwen_audio(model, tok, args.out)
+    mode = model.encoder.cfg.compat
+    note = "" if mode == args.format else (f" (this model ran with encoder.compat={mode}; {args.format} reads the "
+                                          "padded frame at odd lengths, so its numbers differ there by ~1e-3)")
+    print(f"wrote {out} in the {args.format} layout{note}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .model.builders import ModelConfig, ReleasedConfig, build_model
+    from .model.export import export
+    from .tokenizer import Tokenizer, TokenizerSpec
+    spec = TokenizerSpec(base=args.base, pattern=args.pattern)
+    cfg = ModelConfig(tokenizer=spec, released=ReleasedConfig(args.format, args.path))
+    tok = Tokenizer.from_spec(spec)
+    model = build_model(cfg, tok)
+    out = export(model, cfg, args.out)  # the model's own shapes, no path back to the release
+    print(f"imported {args.path} ({args.format}) into {out}: encoder.compat={model.encoder.cfg.compat}, "
+          f"{model.llm.get_input_embeddings().num_embeddings:,} embedding rows")
+    return 0
+
+
 def register(sub) -> None:
+    formats = ("qwen2-audio", "qwen-audio")
+    p = sub.add_parser("export", help="write a trained model in a released layout (qwen2-audio: transformers)")
+    p.add_argument("--model", required=True, help="an export folder (outputs/train/RUN/export) or a .ckpt")
+    p.add_argument("--format", required=True, choices=formats)
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", help="a released checkpoint folder -> our export folder")
+    p.add_argument("--format", required=True, choices=formats)
+    p.add_argument("--path", required=True, help="a local folder: config.json + safetensors")
+    p.add_argument("--out", required=True, help="the export folder to write")
+    p.add_argument("--base", default="whisper", help="tokenizer base ranks: 'whisper' or a .tiktoken path "
+                   "(the releases need qwen.tiktoken)")
+    p.add_argument("--pattern", choices=("gpt2", "qwen"), default=None)
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("generate", help="answer audio files with a trained model (export folder or .ckpt)")
     p.add_argument("--model", required=True, help="an export folder (outputs/train/RUN/export) or a .ckpt")
     what = p.add_mutually_exclusive_group(required=True)

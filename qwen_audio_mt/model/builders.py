@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -162,17 +161,6 @@ def load_released(cfg: ModelConfig, tok: Tokenizer) -> tuple[AudioLM, int]:
         from .qwen_audio import load_qwen_audio
         model, _, rows = load_qwen_audio(cfg, tok)
     return model, rows
-
-
-def released_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> ModelConfig:
-    """`cfg` with the shapes of the released folder it names (what `build_model` builds)."""
-    from .interop import read_config
-    folder = Path(cfg.released.path)
-    if cfg.released.format == "qwen2-audio":
-        from .qwen2_audio import architecture
-        return architecture(read_config(folder), cfg, folder)
-    from .qwen_audio import architecture
-    return architecture(read_config(folder, "qwen"), cfg, folder)
 
 
 def apply_trainable(model: AudioLM, t: Trainable, old_rows: int) -> None:

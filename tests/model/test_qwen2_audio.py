@@ -4,6 +4,7 @@ lengths, and greedy `generate` from Qwen2AudioProcessor inputs equal to ours."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -175,3 +176,52 @@ def test_a_wrong_folder_a_missing_shard_and_a_shape_fail_in_one_line(tmp_path, r
     (shaped / "config.json").write_text(json.dumps(conf))
     with pytest.raises(InteropError, match="unexpected tensor audio_tower.layers.1"):
         build_model(import_cfg(shaped))
+
+
+def test_import_and_export_verbs_round_trip(tmp_path, released, tok):
+    """`qwen-audio-mt import` -> our export folder (loads without the release) -> `export`."""
+    from qwen_audio_mt.cli import main
+    from qwen_audio_mt.model.export import load_model
+    folder, _ = released
+    ours = tmp_path / "ours"
+    assert main(["import", "--format", "qwen2-audio", "--path", str(folder), "--out", str(ours)]) == 0
+    model, renderer = load_model(ours)
+    direct = build_model(import_cfg(folder)).eval()
+    assert model.encoder.cfg.compat == "qwen2-audio"
+    got, want = model.state_dict(), direct.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    hf = tmp_path / "hf"
+    assert main(["export", "--model", str(ours), "--format", "qwen2-audio", "--out", str(hf)]) == 0
+    again = build_model(import_cfg(hf)).eval().state_dict()
+    assert all(torch.equal(again[k], want[k]) for k in want if not k.startswith("llm.model.embed_tokens"))
+
+
+def test_an_export_answers_a_recording_in_a_fresh_transformers_process(tmp_path, tiny_export):
+    """What a serving stack does with `export --format qwen2-audio`: transformers alone (no
+    qwen_audio_mt import) loads the folder and its processor and generates for a real clip."""
+    import subprocess
+    import sys
+
+    from qwen_audio_mt.cli import main
+    out = tmp_path / "hf"
+    assert main(["export", "--model", str(tiny_export), "--format", "qwen2-audio", "--out", str(out)]) == 0
+    clip = need_data("real_clips", "198-209-0000.ogg")
+    script = f"""
+import json, soundfile, soxr, numpy as np, torch
+from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+model = Qwen2AudioForConditionalGeneration.from_pretrained({str(out)!r}).eval()
+processor = AutoProcessor.from_pretrained({str(out)!r})
+audio, rate = soundfile.read({str(clip)!r}, dtype="float32")
+audio = soxr.resample(audio.mean(axis=1) if audio.ndim > 1 else audio, rate, 16000)
+conv = [{{"role": "user", "content": [{{"type": "audio", "audio_url": "x"}}, {{"type": "text", "text": "What is said?"}}]}}]
+text = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+inputs = processor(text=text, audio=[audio], sampling_rate=16000, return_tensors="pt")
+ids = model.generate(**inputs, max_new_tokens=5, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+print(json.dumps({{"text": text, "new": ids.tolist()}}))
+"""
+    env = {k: v for k, v in os.environ.items()} | {"HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "Audio 1: <audio>[[[AUDIO:modality]]]</audio>\nWhat is said?<|im_end|>" in result["text"]
+    assert 1 <= len(result["new"]) <= 5
