@@ -127,8 +127,8 @@ def build(cfg: DictConfig):
     model_cfg, state = model_config(raw)
     module = AudioLMModule(model_cfg, optim, raw["log_every"], state)
     data = data_config(raw)  # rendered with the model's own tokenizer and front end
-    loader = replace(data.loader, tokenizer=model_cfg.tokenizer, n_mels=model_cfg.encoder.n_mels,
-                     compat=model_cfg.encoder.compat)
+    enc = module.model.encoder.cfg  # as built: an import's mel bins and compat mode are its folder's
+    loader = replace(data.loader, tokenizer=model_cfg.tokenizer, n_mels=enc.n_mels, compat=enc.compat)
     datamodule = AudioDataModule(replace(data, loader=loader))
     check_mixture(datamodule.cfg.mixture)
     # an experiment turns a default callback off by setting it to null (sft: the task metrics)

@@ -107,6 +107,34 @@ def tiny_model_config(layers: int = 1):
                                              num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)))
 
 
+def _rows(tok) -> int:
+    return -(-tok.n_vocab // 64) * 64
+
+
+def save_tiny_qwen2_audio(folder, tok, seed: int = 0):
+    """A random Qwen2AudioForConditionalGeneration as `save_pretrained` writes it, with a
+    tokenizer_config.json naming <|audio_bos|>/<|audio_eos|> on two of our extra rows, as the
+    release does (its <|AUDIO|> is not our placeholder: the import must not care)."""
+    import json
+
+    import torch
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+    torch.manual_seed(seed)
+    conf = Qwen2AudioConfig(
+        audio_config=dict(model_type="qwen2_audio_encoder", d_model=16, encoder_attention_heads=2, encoder_ffn_dim=64,
+                          encoder_layers=2, num_mel_bins=128, max_source_positions=1500),
+        text_config=dict(model_type="qwen2", vocab_size=_rows(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=4096, tie_word_embeddings=False),
+        audio_token_index=tok.token_id("<|extra_0|>"))
+    model = Qwen2AudioForConditionalGeneration(conf).eval()
+    model.save_pretrained(folder)
+    names = {"<|audio_bos|>": "<|extra_1|>", "<|audio_eos|>": "<|extra_2|>", "<|endoftext|>": "<|endoftext|>"}
+    decoder = {str(tok.token_id(ours)): {"content": theirs, "special": True} for theirs, ours in names.items()}
+    (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": decoder}))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """An export folder of a seeded tiny random model (what a training run writes to RUN/export)."""

@@ -6,6 +6,7 @@ Resume after SIGKILL / SIGTERM and DDP through the real command line: test_train
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,9 +18,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from conftest import save_tiny_qwen2_audio
 
 from qwen_audio_mt import train as train_mod
 from qwen_audio_mt.config import from_dict, plain
+from qwen_audio_mt.paths import data_available, data_root
+from qwen_audio_mt.tokenizer import Tokenizer, TokenizerSpec
 from qwen_audio_mt.train import CONF_DIR, data_config, job_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -74,6 +78,9 @@ def stand_ins(tmp_path_factory) -> Path:
         conf = Qwen2Config(vocab_size=QWEN_ROWS, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
         Qwen2ForCausalLM(conf).save_pretrained(root / name)
+    if data_available("qwen_audio", "qwen.tiktoken"):  # Qwen2-Audio-7B's layout, rows for Qwen's ids
+        save_tiny_qwen2_audio(root / "Qwen2-Audio-7B", Tokenizer.from_spec(TokenizerSpec(
+            base=str(data_root() / "qwen_audio" / "qwen.tiktoken"), pattern="qwen")))
     return root
 
 
@@ -148,7 +155,7 @@ def test_experiment_composes_and_runs(experiment, tmp_path, small_corpus, stand_
     everything that can exist without CUDA is instantiated and checked, then skipped. Chat SFT
     (sft) reads conversations and starts from a pretraining run's export (sft_roots)."""
     paths = [f"paths.shards={small_corpus}"]
-    if experiment == "sft":
+    if experiment.startswith("sft"):  # chat SFT: conversation shards
         shards, output = request.getfixturevalue("sft_roots")
         paths = [f"paths.shards={shards}", f"paths.output={output}"]
     cfg = compose_train(tmp_path / "run", f"experiment={experiment}", *paths,
@@ -180,8 +187,13 @@ def test_experiment_composes_and_runs(experiment, tmp_path, small_corpus, stand_
 
     module = build_module(raw)
     model = module.model
-    saved = torch.load(raw["model"]["encoder"]["checkpoint"], weights_only=True)["model_state_dict"]
-    assert torch.equal(model.encoder.whisper.conv1.weight, saved["encoder.conv1.weight"])
+    if raw["model"]["encoder"]["checkpoint"]:
+        saved = torch.load(raw["model"]["encoder"]["checkpoint"], weights_only=True)["model_state_dict"]
+        assert torch.equal(model.encoder.whisper.conv1.weight, saved["encoder.conv1.weight"])
+    else:  # a released checkpoint's audio tower (model.released)
+        from safetensors.torch import load_file
+        saved = load_file(Path(raw["model"]["released"]["path"]) / "model.safetensors")
+        assert torch.equal(model.encoder.whisper.conv1.weight, saved["audio_tower.conv1.weight"])
     assert model.llm.get_input_embeddings().weight.dtype == getattr(torch, raw["model"]["llm"]["dtype"])
     groups = module.configure_optimizers()["optimizer"].param_groups
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
@@ -368,3 +380,33 @@ def test_in_loop_validation_metrics_and_best_checkpoint(tmp_path, small_corpus):
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     best_step, _ = max(agg, key=lambda sa: sa[1])
     assert ckpt["global_step"] == best_step + 1 and "optimizer_states" not in ckpt
+
+
+def test_continue_qwen2_audio_trains_tag_rows_and_leaves_the_llm(tmp_path, small_corpus, stand_ins):
+    """experiment=continue_qwen2_audio on a tiny Qwen2-Audio-layout checkpoint, 20 CPU steps:
+    encoder and adapter move, our tag rows learn, every other LLM tensor and row is unchanged."""
+    from safetensors.torch import load_file
+    if not (stand_ins / "Qwen2-Audio-7B").exists():
+        pytest.skip("qwen.tiktoken not found (shared data root)")
+    cfg = compose_train(tmp_path / "run", "experiment=continue_qwen2_audio", f"paths.shards={small_corpus}",
+                        f"paths.checkpoints={stand_ins}", "trainer=cpu", "trainer.max_steps=20",
+                        "model.llm.dtype=float32", "model.gradient_checkpointing=false", "evaluate=false",
+                        "data.loader.num_workers=0", "data.loader.limits.max_batch_size=8", "optim.warmup_steps=2",
+                        "optim.lr=1e-3", *QUIET)
+    summary = train_mod.train(cfg)
+    assert summary["step"] == 20
+    after = load_file(tmp_path / "run" / "export" / "model.safetensors")
+    before = load_file(stand_ins / "Qwen2-Audio-7B" / "model.safetensors")
+    assert json.loads((tmp_path / "run" / "export" / "config.json").read_text())["encoder"]["compat"] == "qwen2-audio"
+    assert not torch.equal(after["encoder.whisper.conv1.weight"], before["audio_tower.conv1.weight"])
+    assert not torch.equal(after["adapter.proj.weight"], before["multi_modal_projector.linear.weight"])
+    for key, theirs in before.items():
+        if key.startswith("language_model.model.layers") or key == "language_model.model.norm.weight":
+            assert torch.equal(after["llm.model." + key[len("language_model.model."):]], theirs), key
+    tok = Tokenizer.from_spec(TokenizerSpec(base=str(data_root() / "qwen_audio" / "qwen.tiktoken"), pattern="qwen"))
+    first_tag = tok.role_id("audio_placeholder")
+    for ours, theirs in (("llm.model.embed_tokens.weight", "language_model.model.embed_tokens.weight"),
+                         ("llm.lm_head.weight", "language_model.lm_head.weight")):
+        assert torch.equal(after[ours][:first_tag], before[theirs][:first_tag]), ours
+        moved = (after[ours][first_tag:] != before[theirs][first_tag:]).any(dim=1)
+        assert moved[tok.token_id("<|startofanalysis|>") - first_tag] and moved.sum() >= 5, ours

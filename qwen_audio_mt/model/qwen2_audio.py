@@ -17,8 +17,9 @@ _SKIP_TEXT_KEYS = ("model_type", "transformers_version", "architectures", "dtype
 
 
 def architecture(conf: dict, cfg, folder: Path):
-    """`cfg` with the folder's encoder and LLM shapes (the release's config.json decides); shapes
-    that `cfg` declares (a conf/model file's llm.config) must agree, key by key."""
+    """`cfg` with the folder's encoder and LLM shapes (its config.json decides); where `cfg`
+    declares shapes (a conf/model file's llm.config, for planning without the weights), each one
+    that differs is said in a warning naming the key."""
     from .builders import LLMConfig
     a, t = conf["audio_config"], conf["text_config"]
     if a.get("encoder_ffn_dim", 4 * a["d_model"]) != 4 * a["d_model"]:
@@ -28,15 +29,11 @@ def architecture(conf: dict, cfg, folder: Path):
            "n_head": a["encoder_attention_heads"], "n_layer": a["encoder_layers"]}
     text = {k: v for k, v in t.items() if k not in _SKIP_TEXT_KEYS}
     text["tie_word_embeddings"] = False  # transformers never ties this class: lm_head is its own tensor
-    declared = cfg.llm.config or {}
-    if declared:  # a config file that states the architecture: it must be this folder's
-        for key, value in enc.items():
-            if getattr(cfg.encoder, key) != value:
-                raise InteropError(f"{folder}: audio_config gives {key}={value}, model.encoder.{key}="
-                                   f"{getattr(cfg.encoder, key)}")
-        for key, value in declared.items():
-            if key in text and text[key] != value and key != "rope_theta":
-                raise InteropError(f"{folder}: text_config.{key}={text[key]}, model.llm.config.{key}={value}")
+    declared = {f"model.encoder.{k}": (getattr(cfg.encoder, k), v) for k, v in enc.items()} if cfg.llm.config else {}
+    declared.update({f"model.llm.config.{k}": (v, text[k]) for k, v in (cfg.llm.config or {}).items() if k in text})
+    for key, (said, found) in declared.items():  # a conf/model file states the release's shapes
+        if said != found:
+            log.warning("%s: %s=%s, but the folder has %s: the folder's shapes are used", folder, key, said, found)
     encoder = replace(cfg.encoder, **enc, checkpoint=None, compat=cfg.encoder.compat or "qwen2-audio")
     llm = LLMConfig(path=None, model_type=t.get("model_type", "qwen2"), config=text, dtype=cfg.llm.dtype)
     return replace(cfg, encoder=encoder, llm=llm)
