@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_verbs():
     """Verbs defined beside the code they drive (data building, training...)."""
-    from . import chat_cli, commands, notebooks, sweep_report
+    from . import chat_cli, commands, notebooks, plan, sweep_report
     from .data import commands as data_commands
-    return [data_commands.register, commands.register, chat_cli.register, sweep_report.register, notebooks.register]
+    return [data_commands.register, commands.register, chat_cli.register, sweep_report.register, notebooks.register,
+            plan.register]
 
 
 def main(argv=None) -> int:
