@@ -165,3 +165,24 @@ def test_readme_sft_commands_are_make_targets():
     dry = subprocess.run(["make", "-n", "sft"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0 and "qwen_audio_mt shards chat --from shards/embedded" in dry.stdout
     assert "qwen_audio_mt.train experiment=sft" in dry.stdout
+
+
+def test_readme_import_and_export_commands_run_as_written(user_dir):
+    """`qwen-audio-mt import` / `export` lines, in a user's folder holding a (tiny) release and
+    Qwen's ranks where README puts them (checkpoints/)."""
+    from conftest import save_tiny_qwen2_audio
+
+    from qwen_audio_mt.tokenizer import Tokenizer, TokenizerSpec
+    ranks = need_data("qwen_audio", "qwen.tiktoken")
+    ckpts = user_dir / "checkpoints"
+    ckpts.mkdir(exist_ok=True)
+    if not (ckpts / "qwen.tiktoken").exists():
+        (ckpts / "qwen.tiktoken").symlink_to(ranks)
+        save_tiny_qwen2_audio(ckpts / "Qwen2-Audio-7B", Tokenizer.from_spec(TokenizerSpec(base=str(ranks), pattern="qwen")))
+    cmds = commands("qwen-audio-mt import") + commands("qwen-audio-mt export")
+    assert {c.split()[1] for c in cmds} == {"import", "export"}
+    for cmd in cmds:
+        res = run(cmd, user_dir, user_dir)
+        assert res.returncode == 0, res.stderr[-2000:]
+        out = Path(user_dir, shlex.split(cmd)[shlex.split(cmd).index("--out") + 1])
+        assert (out / "config.json").exists() and (out / "model.safetensors").exists(), cmd
