@@ -40,3 +40,11 @@ def peer_lost(trainer, exc: BaseException) -> str | None:
     timeout = getattr(trainer.strategy, "_timeout", None)
     reason = _reason(exc, timeout.total_seconds() if timeout else None)
     return f"rank {rank} of {world} lost its peer ({peers}) at step {trainer.global_step}: {reason}"
+
+
+def wrap_policy(classes: list[str]) -> set:
+    """FSDP's `auto_wrap_policy` from dotted class names (a YAML file cannot hold a set of
+    classes): each named block becomes its own FSDP unit, so a GPU gathers one block's weights at
+    a time instead of the whole model (Lightning wraps the model as one unit without a policy)."""
+    from hydra.utils import get_class
+    return {get_class(name) for name in classes}

@@ -109,8 +109,12 @@ def test_fsdp_shards_what_ddp_replicates(qwen7b):
     assert fsdp["gradients"] == pytest.approx(ddp["gradients"] / 2 / 8)  # ddp: + its bucket copy
     grads = sh.grads["encoder"] * 4 + sh.grads["adapter"] * 4 + sh.grads["llm"] * 2  # fp32 encoder, bf16 LLM
     assert ddp["optimizer"] == 2 * grads and ddp["gradients"] == 2 * grads
-    # the whole model is FSDP's one unit (no auto_wrap_policy): gathered in bf16 with its gradients
-    assert fsdp["gathered"] == pytest.approx(sum(sh.params.values()) * 2 + sum(sh.grads.values()) * 2)
+    # one FSDP unit per block (conf/trainer/fsdp.yaml's auto_wrap_policy): gathered in bf16 with its
+    # gradients, what computes is one LLM layer + everything outside the LLM's layers
+    total = sum(sh.params.values())
+    unit = total - (sh.layers - 1) * sh.layer_params
+    assert strategies["fsdp"].wrapped and unit < total / 3  # embeddings, head, encoder stay in the root unit
+    assert fsdp["gathered"] == pytest.approx(unit * 2 + sum(sh.grads.values()) * unit / total * 2)
     # ZeRO 2: bf16 weights everywhere, grads and fp32 master + moments sharded
     assert ds["weights"] == sum(sh.params.values()) * 2
     assert ds["optimizer"] == sum(sh.grads.values()) * 12 / 8 and ds["gradients"] == sum(sh.grads.values()) * 2 / 8

@@ -243,7 +243,14 @@ def test_trainer_strategy_instantiates(name, tmp_path):
     if "DeepSpeed" in strategy._target_:
         pytest.importorskip("deepspeed", reason="trainer=deepspeed needs `pip install deepspeed` (GPU machine)")
     from lightning.pytorch.strategies import Strategy
-    assert isinstance(instantiate(strategy), Strategy)
+    built = instantiate(strategy)
+    assert isinstance(built, Strategy)
+    if name == "fsdp":  # every transformer block its own unit, not the whole model as one
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+        from whisper.model import ResidualAttentionBlock
+        policy = built.kwargs["auto_wrap_policy"]
+        assert isinstance(policy, ModuleWrapPolicy) and policy._module_classes == {Qwen2DecoderLayer, ResidualAttentionBlock}
 
 
 @pytest.mark.parametrize("name", LOGGERS)

@@ -10,7 +10,10 @@ Three ways, by the model's `encoder.compat` (model/encoder.py):
   attention mask taken every 160th sample). The mel is cut to those frames plus the 2 frames
   of context the release's convolutions read past them (audio.RELEASED_CONTEXT_FRAMES; zeros past
   the 30-s window, as its conv padding), so the mel's width still says where a clip ends and a
-  batch pads and masks the rest as for ours; the encoder (compat) takes the 2 off.
+  batch pads and masks the rest as for ours; the encoder (compat) takes the 2 off. Qwen-Audio's
+  encoder first cuts the mel to 2 x the after-conv length (one padded frame for an odd length,
+  none for an even one), so its context past that is zero (a lone clip's numbers; in its batches
+  a clip's numbers depend on the longest clip's length).
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ def log_mel(audio: np.ndarray | torch.Tensor, n_mels: int, pad_to_30s: bool = Fa
         frames = min(_RELEASED_FRAMES[compat](len(audio)), N_FRAMES)
         mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio, N_SAMPLES), n_mels)
         mel = torch.cat([mel, mel.new_zeros(n_mels, RELEASED_CONTEXT_FRAMES)], 1)[:, : frames + RELEASED_CONTEXT_FRAMES]
+        if compat == "qwen-audio":  # its AudioEncoder cuts the mel to 2 x the after-conv length first
+            mel[:, 2 * n_encoder_frames(frames):] = 0
         return mel, frames, n_pooled_positions(n_encoder_frames(frames))
     frames = n_mel_frames(len(audio))
     if pad_to_30s:
