@@ -83,7 +83,7 @@ def cmd_export(args) -> int:
         from .model.qwen_audio import save_qwen_audio
         out = save_qwen_audio(model, tok, args.out)
     mode = model.encoder.cfg.compat
-    note = "" if mode == args.format else (f" (this model ran with encoder.compat={mode}; {args.format} reads the "
+    note = "" if mode == args.format else (f" (this model ran with encoder.compat={mode or 'null'}; {args.format} reads the "
                                           "padded frame at odd lengths, so its numbers differ there by ~1e-3)")
     print(f"wrote {out} in the {args.format} layout{note}")
     return 0

@@ -178,9 +178,9 @@ def test_missing_tokenizer_counts_rows_from_the_config(tiny, tmp_path):
 
 def test_no_architecture_is_one_line_exit_2(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN_AUDIO_MT_CHECKPOINTS", str(tmp_path))
-    assert main(["plan", "--model", "qwen_audio", "--trainer", "fsdp"]) == 2
+    assert main(["plan", "--model", "whisper_small_qwen2_0.5b", "--trainer", "fsdp"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"model.llm.path={tmp_path}/Qwen-7B not found" in err
+    assert err.count("\n") == 1 and f"model.llm.path={tmp_path}/Qwen2-0.5B not found" in err
     assert "model.llm.config is null" in err
     assert main(["plan", "--model", "no_such_model"]) == 2
     assert "no_such_model" in capsys.readouterr().err

@@ -172,13 +172,22 @@ def test_readme_import_and_export_commands_run_as_written(user_dir):
     Qwen's ranks where README puts them (checkpoints/)."""
     from conftest import save_tiny_qwen2_audio
 
+    from qwen_audio_mt.model.builders import LLMConfig, ModelConfig
+    from qwen_audio_mt.model.encoder import EncoderConfig
+
     from qwen_audio_mt.tokenizer import Tokenizer, TokenizerSpec
     ranks = need_data("qwen_audio", "qwen.tiktoken")
     ckpts = user_dir / "checkpoints"
     ckpts.mkdir(exist_ok=True)
     if not (ckpts / "qwen.tiktoken").exists():
         (ckpts / "qwen.tiktoken").symlink_to(ranks)
-        save_tiny_qwen2_audio(ckpts / "Qwen2-Audio-7B", Tokenizer.from_spec(TokenizerSpec(base=str(ranks), pattern="qwen")))
+        tok = Tokenizer.from_spec(TokenizerSpec(base=str(ranks), pattern="qwen"))
+        save_tiny_qwen2_audio(ckpts / "Qwen2-Audio-7B", tok)
+        from qwen_audio_mt.model.qwen_audio import save_qwen_audio  # a tiny QWen-layout release
+        qwen = ModelConfig(EncoderConfig(n_state=16, n_head=2, n_layer=1), tokenizer=tok.spec, llm=LLMConfig(config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+            vocab_size=155_947, tie_word_embeddings=False)))  # QWen has no grouped-query attention
+        save_qwen_audio(build_model(qwen, tok), tok, ckpts / "Qwen-Audio")
     cmds = commands("qwen-audio-mt import") + commands("qwen-audio-mt export")
     assert {c.split()[1] for c in cmds} == {"import", "export"}
     for cmd in cmds:

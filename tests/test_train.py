@@ -59,10 +59,9 @@ def stand_ins(tmp_path_factory) -> Path:
     - whisper/large-v2.pt, whisper/small.pt: whisper.load_model's format,
       {"dims": asdict(ModelDimensions), "model_state_dict": Whisper(dims).state_dict()}.
     - Qwen-7B/, Qwen2-0.5B/: transformers folders of a tiny Qwen2ForCausalLM with the real models'
-      151,936 embedding rows (Qwen-7B untied, Qwen2-0.5B tied, as released). qwen_audio.yaml says
-      `model_type: qwen` and `trust_remote_code: true` for the original Qwen-7B folder, which ships
-      its own modeling code; AutoModelForCausalLM.from_pretrained lets the folder's config.json
-      decide the class, so a Qwen2 folder loads through exactly that code path.
+      151,936 embedding rows (Qwen-7B untied, Qwen2-0.5B tied, as released).
+    - Qwen2-Audio-7B/, Qwen-Audio/: the released layouts (model/interop.py), tiny, with rows for
+      Qwen's ids, where qwen2_audio_7b.yaml and qwen_audio.yaml look.
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from whisper.model import ModelDimensions, Whisper
@@ -78,9 +77,16 @@ def stand_ins(tmp_path_factory) -> Path:
         conf = Qwen2Config(vocab_size=QWEN_ROWS, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
         Qwen2ForCausalLM(conf).save_pretrained(root / name)
-    if data_available("qwen_audio", "qwen.tiktoken"):  # Qwen2-Audio-7B's layout, rows for Qwen's ids
-        save_tiny_qwen2_audio(root / "Qwen2-Audio-7B", Tokenizer.from_spec(TokenizerSpec(
-            base=str(data_root() / "qwen_audio" / "qwen.tiktoken"), pattern="qwen")))
+    if data_available("qwen_audio", "qwen.tiktoken"):  # the released layouts, rows for Qwen's ids
+        from qwen_audio_mt.model.builders import LLMConfig, ModelConfig, build_model
+        from qwen_audio_mt.model.encoder import EncoderConfig
+        from qwen_audio_mt.model.qwen_audio import save_qwen_audio
+        tok = Tokenizer.from_spec(TokenizerSpec(base=str(data_root() / "qwen_audio" / "qwen.tiktoken"), pattern="qwen"))
+        save_tiny_qwen2_audio(root / "Qwen2-Audio-7B", tok)
+        qwen = ModelConfig(EncoderConfig(n_state=16, n_head=2, n_layer=1), tokenizer=tok.spec, llm=LLMConfig(config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+            vocab_size=155_947, tie_word_embeddings=False)))  # Qwen-Audio's 155,947 rows
+        save_qwen_audio(build_model(qwen, tok), tok, root / "Qwen-Audio")
     return root
 
 
@@ -193,7 +199,8 @@ def test_experiment_composes_and_runs(experiment, tmp_path, small_corpus, stand_
     else:  # a released checkpoint's audio tower (model.released)
         from safetensors.torch import load_file
         saved = load_file(Path(raw["model"]["released"]["path"]) / "model.safetensors")
-        assert torch.equal(model.encoder.whisper.conv1.weight, saved["audio_tower.conv1.weight"])
+        key = {"qwen2-audio": "audio_tower.conv1.weight", "qwen-audio": "transformer.audio.conv1.weight"}
+        assert torch.equal(model.encoder.whisper.conv1.weight, saved[key[raw["model"]["released"]["format"]]])
     assert model.llm.get_input_embeddings().weight.dtype == getattr(torch, raw["model"]["llm"]["dtype"])
     groups = module.configure_optimizers()["optimizer"].param_groups
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)

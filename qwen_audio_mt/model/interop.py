@@ -26,6 +26,7 @@ our `<audio>`/`</audio>` tokens, which the processor writes around every clip (h
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 
 from ..errors import UserError
 
-HF_CLASS = "Qwen2AudioForConditionalGeneration"
+log = logging.getLogger(__name__)
 # what a Qwen2-Audio tokenizer calls the tokens around a clip (the processor's defaults)
 RELEASED_BOS_EOS = ("<|audio_bos|>", "<|audio_eos|>")
 _LAYER = {"attn.query": "self_attn.q_proj", "attn.key": "self_attn.k_proj", "attn.value": "self_attn.v_proj",
@@ -164,6 +165,19 @@ def materialize_buffers(module: torch.nn.Module) -> None:
     left = [n for n, b in module.named_buffers() if b.is_meta]
     if left:
         raise InteropError(f"buffer {left[0]} has no value after loading (not in the checkpoint)")
+
+
+def warn_declared(cfg, enc: dict, text: dict, folder: Path) -> None:
+    """Where `cfg` declares shapes (a conf/model file's llm.config, there for planning without the
+    weights), each that differs from the folder's is said in a warning naming the key: the
+    folder's are used."""
+    if not cfg.llm.config:
+        return
+    declared = {f"model.encoder.{k}": (getattr(cfg.encoder, k), v) for k, v in enc.items()}
+    declared.update({f"model.llm.config.{k}": (v, text[k]) for k, v in cfg.llm.config.items() if k in text})
+    for key, (said, found) in declared.items():
+        if said != found:
+            log.warning("%s: %s=%s, but the folder has %s: the folder's shapes are used", folder, key, said, found)
 
 
 def offline() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from ..tokenizer import Tokenizer
 from .interop import (InteropError, bos_eos_ids, check_shapes, encoder_pairs, hub_keys, materialize_buffers,
-                      offline, read_config, read_tensors, special_ids)
+                      offline, read_config, read_tensors, special_ids, warn_declared)
 
 log = logging.getLogger(__name__)
 _SKIP_TEXT_KEYS = ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype")
@@ -29,11 +29,7 @@ def architecture(conf: dict, cfg, folder: Path):
            "n_head": a["encoder_attention_heads"], "n_layer": a["encoder_layers"]}
     text = {k: v for k, v in t.items() if k not in _SKIP_TEXT_KEYS}
     text["tie_word_embeddings"] = False  # transformers never ties this class: lm_head is its own tensor
-    declared = {f"model.encoder.{k}": (getattr(cfg.encoder, k), v) for k, v in enc.items()} if cfg.llm.config else {}
-    declared.update({f"model.llm.config.{k}": (v, text[k]) for k, v in (cfg.llm.config or {}).items() if k in text})
-    for key, (said, found) in declared.items():  # a conf/model file states the release's shapes
-        if said != found:
-            log.warning("%s: %s=%s, but the folder has %s: the folder's shapes are used", folder, key, said, found)
+    warn_declared(cfg, enc, text, folder)
     encoder = replace(cfg.encoder, **enc, checkpoint=None, compat=cfg.encoder.compat or "qwen2-audio")
     llm = LLMConfig(path=None, model_type=t.get("model_type", "qwen2"), config=text, dtype=cfg.llm.dtype)
     return replace(cfg, encoder=encoder, llm=llm)

@@ -44,7 +44,8 @@ from pathlib import Path
 import torch
 
 from ..tokenizer import Tokenizer
-from .interop import InteropError, check_shapes, materialize_buffers, offline, read_config, read_tensors
+from .interop import (InteropError, check_shapes, materialize_buffers, offline, read_config, read_tensors,
+                      warn_declared)
 
 log = logging.getLogger(__name__)
 QWEN_BASE_RANKS = 151643  # qwen.tiktoken: the ranks QWen's ids are built on
@@ -63,7 +64,7 @@ def _need(conf: dict, key: str, folder: Path, where: str = ""):
 
 
 def architecture(conf: dict, cfg, folder: Path):
-    """`cfg` with the folder's encoder and LLM shapes; shapes `cfg` declares must agree, key by key."""
+    """`cfg` with the folder's encoder and LLM shapes (declared ones that differ: a warning each)."""
     from .builders import LLMConfig
     a = conf.get("audio")
     if not isinstance(a, dict):
@@ -87,14 +88,7 @@ def architecture(conf: dict, cfg, folder: Path):
             "num_key_value_heads": heads, "max_position_embeddings": conf.get("max_position_embeddings", 8192),
             "rms_norm_eps": conf.get("layer_norm_epsilon", 1e-6), "rope_theta": conf.get("rotary_emb_base", 10000),
             "vocab_size": _need(conf, "vocab_size", folder), "tie_word_embeddings": False}
-    if cfg.llm.config:  # a config file that states the architecture: it must be this folder's
-        for key, value in enc.items():
-            if getattr(cfg.encoder, key) != value:
-                raise InteropError(f"{folder}: audio.{key}={value}, model.encoder.{key}={getattr(cfg.encoder, key)}")
-        for key, value in cfg.llm.config.items():
-            if key in text and text[key] != value:
-                raise InteropError(f"{folder}: config.json gives {key}={text[key]} (as Qwen2), "
-                                   f"model.llm.config.{key}={value}")
+    warn_declared(cfg, enc, text, folder)
     encoder = replace(cfg.encoder, **enc, checkpoint=None, compat=cfg.encoder.compat or "qwen-audio")
     llm = LLMConfig(path=None, model_type="qwen2", config=text, dtype=cfg.llm.dtype)
     return replace(cfg, encoder=encoder, llm=llm)
@@ -135,7 +129,8 @@ def our_state(theirs: dict, model_state: dict, n_layer: int, folder: Path) -> di
         for p in ("weight", "bias"):
             mine, t = _qkv(i, p)
             sizes = [model_state[m].shape[0] for m in mine]
-            state.update(zip(mine, (x.contiguous() for x in theirs[t].split(sizes))))
+            # clones: views of one storage would stay one tensor, which safetensors (export) refuses
+            state.update(zip(mine, (x.clone() for x in theirs[t].split(sizes))))
     return state
 
 
