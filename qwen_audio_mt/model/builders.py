@@ -100,7 +100,8 @@ def build_llm(cfg: LLMConfig, n_vocab: int, pad_to: int) -> tuple[nn.Module, int
                                                    trust_remote_code=cfg.trust_remote_code)
         old = llm.get_input_embeddings().num_embeddings
     else:
-        rows = max((cfg.config or {}).get("vocab_size", 0), _round_up(n_vocab, pad_to))  # keep a saved size
+        saved = (cfg.config or {}).get("vocab_size", 0)  # a saved or released size that holds our ids stays
+        rows = saved if saved >= n_vocab else _round_up(n_vocab, pad_to)
         conf = AutoConfig.for_model(cfg.model_type, **{**(cfg.config or {}), "vocab_size": rows})
         llm = AutoModelForCausalLM.from_config(conf, dtype=dtype)
         old = 0

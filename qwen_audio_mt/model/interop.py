@@ -66,7 +66,7 @@ def encoder_pairs(n_layer: int, ours: str = "encoder.whisper.", theirs: str = "a
 def read_config(folder: Path, model_type: str = "qwen2_audio") -> dict:
     path = folder / "config.json"
     if not path.is_file():
-        raise InteropError(f"{folder}: no config.json (a Qwen2-Audio folder is what save_pretrained writes)")
+        raise InteropError(f"{folder}: no config.json (model.released.path must be a {model_type} checkpoint folder)")
     conf = json.loads(path.read_text())
     if conf.get("model_type") != model_type:
         raise InteropError(f"{path}: model_type is {conf.get('model_type')!r}, not {model_type!r} "
