@@ -21,10 +21,8 @@ Choices:
   only past seq_length (2,048) tokens and are not reproduced; `rotary_emb.inv_freq` /
   `masked_bias` buffers some QWen checkpoints hold are recomputed, not read.
 - The import turns `encoder.compat="qwen-audio"` on and says so (encoder.py: conv2 reads the
-  padded frame; frames counted by floor, data/features.py). Caveat (tests: the xfail): QWen's
-  audio.py cuts the mel to 2 x the after-conv length before its convs, so a lone clip's convs read
-  zeros past that; data/features.py now gives them 30-s-window frames there (2e-3..3e-2 on a tiny
-  model) until it zeroes mel columns >= 2 * n_encoder_frames(frames) for "qwen-audio".
+  padded frame; frames counted by floor; data/features.py cuts the mel at 2 x the after-conv
+  length as QWen's audio.py does before its convs: a lone clip's numbers, tested within 1e-5).
 - Vocabulary: the checkpoint's rows must hold our tokenizer's ids, and its audio_start_id must be
   our `<audio>` (qwen.tiktoken as the base puts the tags on the release's ids).
 - Export writes model.safetensors (safetensors `save_file`, c_attn concatenated, lm_head its own
