@@ -1,5 +1,6 @@
 """Lightning callbacks of the trainer: a checkpoint on SIGTERM and at the final step, the
-realised task mixture (and the adaptive mixture's updates), and skipped samples in the progress bar."""
+realised task mixture (and the adaptive mixture's updates), skipped samples in the progress bar,
+and model FLOPs per second and MFU (PerfMonitor)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -143,3 +144,45 @@ class SkipMonitor(L.Callback):
         dm = trainer.datamodule
         for reason, n in sorted(getattr(getattr(dm, "state", None), "skipped", {}).items()):
             pl_module.log(f"skipped/{reason}", float(n), prog_bar=True, rank_zero_only=True)
+
+
+class PerfMonitor(L.Callback):
+    """Model FLOPs of every training step (flops.py: the shapes and the batch's real lengths)
+    over its wall time, from one step's end to the next (loading included, the first step not
+    counted): `perf/tflops` (this rank's) and `perf/mfu` (over the device's peak, flops.py) every
+    `every_n_steps`; the run's totals in `summary()` for the end-of-run summary."""
+
+    def __init__(self, every_n_steps: int = 10):
+        self.every_n_steps = every_n_steps
+        self.flops = self.seconds = 0.0
+        self.peak, self.peak_source, self._last = None, "", None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import torch
+
+        from .flops import Shapes, device_peak
+        self.shapes = Shapes.of(pl_module.model)
+        prec = str(trainer.precision)
+        dtype = torch.bfloat16 if prec.startswith("bf16") else torch.float16 if prec.startswith("16") else torch.float32
+        self.peak, self.peak_source = device_peak(trainer.strategy.root_device, dtype)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        from .flops import batch_flops
+        now, last, self._last = time.perf_counter(), self._last, time.perf_counter()
+        if last is None:  # the first step holds start-up (workers, warm-up)
+            return
+        flops, seconds = batch_flops(self.shapes, batch), now - last
+        self.flops, self.seconds = self.flops + flops, self.seconds + seconds
+        if trainer.global_step % self.every_n_steps == 0:
+            rate = flops / seconds
+            pl_module.log("perf/tflops", rate / 1e12, on_step=True, batch_size=len(batch["tasks"]))
+            if self.peak:
+                pl_module.log("perf/mfu", rate / self.peak, on_step=True, batch_size=len(batch["tasks"]))
+
+    def summary(self) -> dict:
+        rate = self.flops / self.seconds if self.seconds else None
+        return {"tflop": self.flops / 1e12, "seconds": self.seconds, "tflops": rate and rate / 1e12,
+                "mfu": rate / self.peak if rate and self.peak else None,
+                "peak_tflops": self.peak and self.peak / 1e12, "peak": self.peak_source}

@@ -1,7 +1,8 @@
 """Memory planning: `qwen-audio-mt plan --model M --stage S --trainer T [--gpus N]
 [--batch-audio-seconds X] [--tokens N] [--gpu-memory-gb G] [--json]`.
 
-Before a launch: parameter counts and the per-GPU memory of a training step, against the GPU's.
+Before a launch: parameter counts and the per-GPU memory of a training step, against the GPU's,
+and the step's model FLOPs (flops.py; with a GPU's peak and an MFU, the seconds a step takes).
 --gpus: GPUs in all (devices x num_nodes, default 8) for ddp/fsdp/deepspeed; a strategy `auto`
 (trainer cpu or gpu) counts one device.
 `--model` is a conf/model name (composed with `--stage` and `--trainer` through conf/train.yaml)
@@ -54,6 +55,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import UserError, one_line
+from .flops import Shapes, planned_step_flops
 
 GIB = 2 ** 30
 ENCODER_FRAMES_PER_S = 50   # audio.py: 100 mel frames/s, conv2 stride 2
@@ -82,6 +84,7 @@ class Shape:
     enc_width: int
     enc_layers: int
     lora8: int = 0          # the LLM's trainable params under model.lora.r=8 (a suggestion's figure)
+    flop_shapes: object = None  # flops.Shapes: model FLOPs of a step
 
 
 def compose(model: str, stage: str, trainer: str):
@@ -204,7 +207,8 @@ def shape(cfg) -> tuple[Shape, list[str]]:
     wbytes = {"encoder": 4, "adapter": 4, "llm": llm.get_input_embeddings().weight.element_size()}
     return Shape(params, trainable, grads, wbytes, rows, width, len(layers), heads,
                  sum(p.numel() for p in layers[0].parameters()), llm.config._attn_implementation == "eager",
-                 cfg.encoder.n_state, cfg.encoder.n_layer, lora_params(llm, replace(cfg.lora, r=8)) + new_rows), notes
+                 cfg.encoder.n_state, cfg.encoder.n_layer, lora_params(llm, replace(cfg.lora, r=8)) + new_rows,
+                 Shapes.from_parts(cfg.encoder, llm)), notes
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,7 @@ def plan(model: str, stage: str = "all", trainer: str = "cpu", gpus: int = 8, gp
             "precision": run["precision"], "llm_dtype": cfg.llm.dtype, "gradient_checkpointing": ckpt,
             "lora_r": cfg.lora.r, "tokens": run["tokens"], "audio_seconds": run["audio_s"], "params": params,
             "memory_gib": {k: v / GIB for k, v in mem.items()}, "gpu_memory_gib": gpu_gib, "fits": fits,
+            "step_tflop": planned_step_flops(sh.flop_shapes, run["tokens"], run["audio_s"]) / 1e12,
             "verdict": verdict, "assumptions": assumptions(sh, st, cfg, run) + notes}
 
 
@@ -391,6 +396,8 @@ def format_plan(d: dict) -> str:
               (v or k != "gathered")]  # a line only where a unit is gathered
     lines.append(f"  {'total':<20} {mem['total']:>7.1f} of {d['gpu_memory_gib']:g}")
     lines.append(f"verdict: {d['verdict']}")
+    lines.append(f"compute: {d['step_tflop']:,.1f} model TFLOP per GPU per step (flops.py: forward + backward, the "
+                 "audio as 30-s clips, tokens in rows of 2,048; seconds per step = that / (MFU x the GPU's peak))")
     return "\n".join(lines + ["assumptions:"] + [f"- {a}" for a in d["assumptions"]])
 
 

@@ -171,6 +171,12 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:  # corrupt samples the loader skipped, by reason and shard (data/skips.py)
         from .data.skips import summary_line
         print(f"data: {summary_line(summary['skipped'])}", file=sys.stderr)
+    perf = next((c for c in trainer.callbacks if type(c).__name__ == "PerfMonitor"), None)
+    if perf is not None and perf.seconds:
+        summary["perf"] = p = perf.summary()
+        if trainer.is_global_zero:
+            mfu = f", MFU {p['mfu']:.1%} of {p['peak_tflops']:.3g} TFLOP/s ({p['peak']})" if p["mfu"] else ""
+            print(f"perf: {p['tflops']:.3g} model TFLOP/s per device{mfu}", file=sys.stderr)
     if trainer.is_global_zero and cfg.get("export", True) and not trainer.fast_dev_run:
         from .model.export import export
         summary["export"] = str(export(module.model, module.model_cfg, run_dir / "export"))

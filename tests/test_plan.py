@@ -153,6 +153,10 @@ def test_cli_7b_table_and_verdict(capsys):
     out = capsys.readouterr().out
     assert "llm           7.75B      7.75B       7.75B" in out and "total         8.40B" in out
     assert "verdict: does not fit: 95.5 > 80 GiB" in out and "model.lora.r=8" in out
+    # compute: ~6 x LLM params (without the embeddings) x tokens dominates a 7B step (8,192 tokens)
+    tflop = float(out.split("compute: ")[1].split(" model TFLOP")[0].replace(",", ""))
+    body = 7.75e9 - 2 * 156_032 * 4096
+    assert 6 * body * 8192 / 1e12 < tflop < 1.4 * 6 * body * 8192 / 1e12
 
 
 def test_export_folder(tiny_export):

@@ -313,6 +313,11 @@ def test_short_run_checkpoints_exports_and_logs(tmp_path, small_corpus, monkeypa
     mix = {c for c in header if c.startswith("mix/")}
     assert len(per_task) >= 10 and len(mix) >= 30, (sorted(per_task), sorted(mix))
     assert {c.removeprefix("mix/") for c in mix} == set(summary["realised_mixture"])
+    # model FLOPs over wall time, and MFU over the matmul throughput measured on this CPU
+    assert {"perf/tflops", "perf/mfu"} <= set(header)
+    perf = summary["perf"]
+    assert perf["tflop"] > 0 and perf["seconds"] > 0 and 0 < perf["mfu"] < 1
+    assert perf["peak"] == "matmul throughput measured on this CPU" and perf["tflops"] < perf["peak_tflops"]
 
 
 # ---------------------------------------------------------------------------- a non-finite loss

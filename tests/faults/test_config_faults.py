@@ -4,6 +4,10 @@ from __future__ import annotations
 import pytest
 from test_errors import run
 
+from qwen_audio_mt.paths import REPO_ROOT
+
+MODELS = sorted(p.stem for p in (REPO_ROOT / "conf" / "model").glob("*.yaml"))  # Hydra lists them sorted
+
 
 # the override mistakes of issue 11, then Hydra's own composition errors
 MISTAKES = [
@@ -11,7 +15,7 @@ MISTAKES = [
     ("mixture.sources=[{path: /nonexistent/shards}]", "mixture.sources: /nonexistent/shards: cannot read"),
     ("model.encoder.n_state=130", "model.encoder.n_state=130 is not divisible by model.encoder.n_head=4"),
     ("optim.loss_reduction=bogus", "optim.loss_reduction='bogus': allowed are 'token' and 'sample'"),
-    ("model=bogus", "Could not find 'model/bogus'; Available options in 'model': qwen_audio, tiny"),
+    ("model=bogus", "Could not find 'model/bogus'; Available options in 'model': " + ", ".join(MODELS)),
     ("optim.lr_typo=1", "Could not override 'optim.lr_typo'"),
     ("mixture.temperature=abc", "mixture.temperature='abc': expected float"),
 ]
