@@ -21,6 +21,9 @@ def architecture(conf: dict, cfg, folder: Path):
     declares shapes (a conf/model file's llm.config, for planning without the weights), each one
     that differs is said in a warning naming the key."""
     from .builders import LLMConfig
+    missing = [k for k in ("audio_config", "text_config") if not isinstance(conf.get(k), dict)]
+    if missing:
+        raise InteropError(f"{folder}: config.json has no {missing[0]} (not a Qwen2-Audio folder)")
     a, t = conf["audio_config"], conf["text_config"]
     if a.get("encoder_ffn_dim", 4 * a["d_model"]) != 4 * a["d_model"]:
         raise InteropError(f"{folder}: audio_config.encoder_ffn_dim={a['encoder_ffn_dim']}; Whisper's encoder "
