@@ -21,7 +21,7 @@ from qwen_audio_mt.data.collate import BatchLimits
 from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig
 from qwen_audio_mt.data.loader import LoaderConfig
 from qwen_audio_mt.data.mixture import MixtureConfig, SourceConfig
-from qwen_audio_mt.lit import AudioLMModule, OptimConfig
+from qwen_audio_mt.lit import AudioLMModule, OptimConfig, batch_forward
 from qwen_audio_mt.model.builders import ModelConfig
 
 SHARDS = ROOT / "shards" / "embedded"
@@ -47,7 +47,7 @@ def bare(data: list[dict]) -> float:
     model = module.model.train()
     t0 = time.perf_counter()
     for b in data:
-        out = model(b["input_ids"], b["attention_mask"], b["mel"], b["mel_lengths"], b["labels"])
+        out = batch_forward(model, b)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

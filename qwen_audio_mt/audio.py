@@ -22,6 +22,12 @@ SECONDS_PER_POSITION = HOP_LENGTH * CONV_STRIDE * POOL_STRIDE / SAMPLE_RATE  # 0
 # A released model's encoder reads past a clip's last frame: conv1 (k3) one mel frame, conv2 (k3,
 # s2) one conv1 frame, which conv1 computed from one more: 2 mel frames of context (encoder.py).
 RELEASED_CONTEXT_FRAMES = 2
+# Encoder packing (several clips in one mel row, model/packing.py): a clip starts on a multiple of
+# conv2's stride x the pool's (its encoder frames then start on conv2's grid and its positions on
+# the pool's, as alone), and clips are kept apart by one silent frame, the one frame conv1 (k3)
+# reads past either edge, which alone is its zero padding.
+PACK_ALIGN = CONV_STRIDE * POOL_STRIDE        # 4 mel frames
+PACK_GAP = 1                                  # zero mel frames at least between two packed clips
 
 
 def n_mel_frames(n_samples: int) -> int:

@@ -89,12 +89,12 @@ def planned_step_flops(s: Shapes, tokens: int, audio_s: float, row_tokens: int =
 
 def batch_flops(s: Shapes, batch: dict) -> int:
     """`step_flops` of a collated batch (data/collate.py): the real mel frames of every clip, the
-    real tokens of every row, the label positions."""
+    real tokens of every sample (attention stays within a sample, packed or not), the labels."""
     from .audio import n_encoder_frames, n_pooled_positions
     from .render import IGNORE
     frames = [int(f) for f in batch["audio_frames"]] if batch.get("audio_frames") is not None else []
     positions = [n_pooled_positions(n_encoder_frames(f)) for f in frames]
-    rows = [int(n) for n in batch["attention_mask"].sum(1)]
+    rows = [int(n) for n in batch["sample_lengths"]]
     labels = int((batch["labels"][:, 1:] != IGNORE).sum())
     return step_flops(s, frames, positions, rows, labels)
 

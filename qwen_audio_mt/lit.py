@@ -54,6 +54,13 @@ def lr_lambda(cfg: OptimConfig):
     return f
 
 
+def batch_forward(model, batch: dict):
+    """The model on a collated batch (data/collate.py), padded or packed."""
+    return model(batch["input_ids"], batch["attention_mask"], batch["mel"], batch["mel_lengths"], batch["labels"],
+                 mel_layout=batch.get("mel_layout"), position_ids=batch.get("position_ids"),
+                 sample_index=batch.get("sample_index"), sample_spans=batch.get("sample_spans"))
+
+
 class AudioLMModule(L.LightningModule):
     def __init__(self, model_cfg: ModelConfig, optim: OptimConfig = OptimConfig(), log_every: int = 10,
                  init_state: dict | None = None):
@@ -65,8 +72,7 @@ class AudioLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _forward(self, batch):
-        return self.model(batch["input_ids"], batch["attention_mask"], batch["mel"], batch["mel_lengths"],
-                          batch["labels"])
+        return batch_forward(self.model, batch)
 
     def _loss(self, out) -> torch.Tensor:
         has = out.sample_tokens > 0

@@ -22,7 +22,7 @@ def _batch(model, frames: int, text: int, labels: int):
     lab[0, -labels:] = input_ids[0, -labels:]
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": lab,
             "mel": torch.randn(1, model.encoder.cfg.n_mels, frames), "mel_lengths": torch.tensor([frames]),
-            "audio_frames": torch.tensor([frames]), "tasks": ["asr"]}
+            "audio_frames": torch.tensor([frames]), "tasks": ["asr"], "sample_lengths": torch.tensor([len(ids)])}
 
 
 def test_forward_count_is_torchs_flop_counter():

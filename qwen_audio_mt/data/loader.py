@@ -36,7 +36,7 @@ from ..tokenizer import Tokenizer, TokenizerSpec
 from ..conversation import ConversationTooLong
 from .augment import AugmentConfig, Augmenter
 from .chat_features import ChatFeaturizer
-from .collate import BatchLimits, Example, bucket, collate
+from .collate import BatchLimits, Example, batches, collate_for
 from .features import log_mel
 from .mixture import Component
 from .skips import STUCK_AFTER, SkipCounter
@@ -68,6 +68,10 @@ class LoaderConfig:
             raise ConfigError(f"data.loader.max_skip_fraction={f}: must be between 0 and 1 (null: no limit)")
         if self.skip_limit_min_samples < 1:
             raise ConfigError(f"data.loader.skip_limit_min_samples={self.skip_limit_min_samples}: must be >= 1")
+        if self.limits.pack and (self.pad_to_30s or self.compat):
+            what = "pad_to_30s=true" if self.pad_to_30s else f"compat={self.compat}"
+            raise ConfigError(f"data.loader.limits.pack=true with data.loader.{what}: packing needs clips at their own "
+                              "length (a released front end pads every clip to 30 s)")
 
 
 @dataclass
@@ -197,10 +201,10 @@ class TrainStream(IterableDataset):
 
         feat = Featurizer(self.cfg, self.label_sets, train=True)
         n = self.cfg.batches_per_epoch // workers + (worker < self.cfg.batches_per_epoch % workers)
-        batches = bucket(_examples(mixed(), feat, aug_rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
+        stream = batches(_examples(mixed(), feat, aug_rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
         reported = Counter()
-        for _, batch in zip(range(n), batches):
-            out = collate(batch, feat.renderer.tok.end_id)
+        for _, batch in zip(range(n), stream):
+            out = collate_for(batch, feat.renderer.tok.end_id, self.cfg.limits)
             out["skipped"] = skipped.rows(reported)  # new skips since the last batch
             yield out
 
@@ -218,8 +222,8 @@ class EvalStream(IterableDataset):
         skipped = SkipCounter()
         for comp in self.comps:
             examples = _examples(eval_samples(comp, reader, readers, skipped), feat, None, skipped)
-            for batch in bucket(examples, self.cfg.limits, None, self.cfg.pad_to_30s):
-                yield {**collate(batch, feat.renderer.tok.end_id), "skipped": []}  # logged here, not tallied
+            for batch in batches(examples, self.cfg.limits, None, self.cfg.pad_to_30s):
+                yield {**collate_for(batch, feat.renderer.tok.end_id, self.cfg.limits), "skipped": []}  # logged here
 
 
 class StreamLoader(DataLoader):

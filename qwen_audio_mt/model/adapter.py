@@ -22,7 +22,11 @@ class AudioAdapter(nn.Module):
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, T', n_state] -> positions [B, N, width] and valid counts [B]."""
-        x = self.pool(frames.transpose(1, 2)).transpose(1, 2)
-        x = self.proj(self.ln_post(x))
+        x = self.rows(frames)
         counts = torch.tensor([n_pooled_positions(int(n)) for n in lengths], device=x.device)
         return x, counts
+
+    def rows(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [R, T', n_state] -> positions [R, T' // 2, width], a row's clips as they lie in it."""
+        x = self.pool(frames.transpose(1, 2)).transpose(1, 2)
+        return self.proj(self.ln_post(x))

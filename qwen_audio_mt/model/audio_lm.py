@@ -16,6 +16,8 @@ from torch import nn
 
 from ..render import IGNORE
 from .adapter import AudioAdapter
+from . import packing
+from .attention import use_packed
 from .encoder import WhisperEncoder
 
 
@@ -35,17 +37,24 @@ class AudioLM(nn.Module):
         self.placeholder_id = token_ids["audio_placeholder"]
         self.audio_start_id = token_ids["audio_start"]
         self.audio_end_id = token_ids["audio_end"]
+        use_packed(llm)
 
     @property
     def base(self) -> nn.Module:
         return getattr(self.llm, self.llm.base_model_prefix)
 
-    def audio_embeddings(self, mel: torch.Tensor, mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, lengths = self.encoder(mel, mel_lengths)
-        return self.adapter(frames, lengths)
+    def audio_embeddings(self, mel: torch.Tensor, mel_lengths: torch.Tensor,
+                         layout: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per clip, LLM positions [C, N, width] and valid counts [C]: one clip per mel row, or
+        packed rows placed by `layout` (model/packing.py), taken back apart after the pool."""
+        if layout is None:
+            return self.adapter(*self.encoder(mel, mel_lengths))
+        frames, enc_layout = self.encoder(mel, mel_lengths, layout)
+        return packing.unpack(self.adapter.rows(frames), packing.pooled_layout(enc_layout))
 
     def embed(self, input_ids: torch.Tensor, mel: torch.Tensor | None, mel_lengths: torch.Tensor | None,
-              audio: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+              audio: tuple[torch.Tensor, torch.Tensor] | None = None,
+              layout: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the audio spliced in; `audio` = precomputed (positions, counts)
         from `audio_embeddings`, e.g. one clip scored against many candidate targets."""
         emb = self.llm.get_input_embeddings()(input_ids)
@@ -54,7 +63,7 @@ class AudioLM(nn.Module):
             if slots.any():
                 raise ValueError(f"the ids hold {int(slots.sum())} audio placeholders but no audio was given")
             return emb
-        audio, counts = audio if audio is not None else self.audio_embeddings(mel, mel_lengths)
+        audio, counts = audio if audio is not None else self.audio_embeddings(mel, mel_lengths, layout)
         valid = torch.arange(audio.shape[1], device=audio.device)[None, :] < counts[:, None]
         if int(slots.sum()) != int(valid.sum()):
             raise ValueError(f"the ids hold {int(slots.sum())} audio placeholders but the encoder made "
@@ -66,19 +75,32 @@ class AudioLM(nn.Module):
         emb[input_ids == self.audio_end_id] = eos
         return emb
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mel: torch.Tensor | None,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, mel: torch.Tensor | None,
                 mel_lengths: torch.Tensor | None, labels: torch.Tensor,
-                audio: tuple[torch.Tensor, torch.Tensor] | None = None) -> LMOutput:
-        emb = self.embed(input_ids, mel, mel_lengths, audio)
-        hidden = self.base(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
+                audio: tuple[torch.Tensor, torch.Tensor] | None = None, mel_layout: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, sample_index: torch.Tensor | None = None,
+                sample_spans: torch.Tensor | None = None) -> LMOutput:
+        """One sample per row, or packed (data/packing.py): `mel_layout` places the clips in mel
+        rows; `position_ids` restarting per sample with `attention_mask` None keep each sample's
+        attention to itself (computed span by span with `sample_spans`, attention.py), and
+        `sample_index` [R, T] (-1: padding) gives the per-sample sums in sample order."""
+        emb = self.embed(input_ids, mel, mel_lengths, audio, mel_layout)
+        extra = {} if sample_spans is None else {"sample_spans": [tuple(s) for s in sample_spans.tolist()]}
+        # no cache: transformers reads packed position ids only without one (and training needs none)
+        hidden = self.base(inputs_embeds=emb, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False, **extra).last_hidden_state
         target = labels[:, 1:]
         sel = target != IGNORE
         logits = self.llm.get_output_embeddings()(hidden[:, :-1][sel]).float()
         tokens = target[sel]
         logprob = F.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
         correct = (logits.argmax(-1) == tokens).float()
-        row = torch.arange(len(labels), device=labels.device)[:, None].expand_as(target)[sel]
-        B = len(labels)
+        if sample_index is None:
+            B = len(labels)
+            row = torch.arange(B, device=labels.device)[:, None].expand_as(target)[sel]
+        else:  # a label's sample is its own place's (never a neighbour's first token: not a label)
+            B = int(sample_index.max()) + 1
+            row = sample_index[:, 1:].to(labels.device)[sel]
         per_lp = torch.zeros(B, device=logits.device).index_add(0, row, logprob)
         per_n = torch.zeros(B, device=logits.device).index_add(0, row, torch.ones_like(logprob))
         per_ok = torch.zeros(B, device=logits.device).index_add(0, row, correct)
