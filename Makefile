@@ -34,13 +34,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-test: setup ## run the whole test suite (pytest), the slow learning check included (~20 minutes on 2 cores)
+test: setup ## run the whole test suite (pytest), the slow learning check included (~26 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## the suite without the slow learning check (~10 minutes)
+test-fast: setup ## the suite without the slow learning check (~15 minutes)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: setup ## the slow learning check only (a 1,500-step CPU training run on 3 tasks, 8-13 minutes)
+test-slow: setup ## the slow learning check only (a 1,500-step CPU training run on 3 tasks, 8-12 minutes)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 SHARDS := shards/embedded

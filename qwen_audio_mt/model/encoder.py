@@ -116,7 +116,7 @@ class WhisperEncoder(nn.Module):
 
     def _packed_positions(self, x: torch.Tensor, layout: torch.Tensor):
         enc = packing.encoder_layout(layout)
-        place, _ = packing.offsets(enc, x.shape[0], x.shape[1], x.device)
+        place = packing.offsets(enc, x.shape[0], x.shape[1], x.device)
         return (x + self.whisper.positional_embedding[place]).to(x.dtype), [tuple(c) for c in enc.tolist()], enc
 
     def _check_length(self, x: torch.Tensor, mel_frames: int) -> None:

@@ -11,7 +11,7 @@ holds this to 1e-5 in fp32):
 - conv2 (k3, s2, p1) reads conv1's zeroed output there, as it reads its zero padding alone;
 - the encoder frames start at start / 2 and the pooled positions at start / 4, on the strides'
   grids, and take positional embeddings from 0;
-- attention stays inside the clip (a block-diagonal mask per row).
+- attention stays inside the clip (model/attention.span_attention, span by span).
 """
 from __future__ import annotations
 
@@ -71,21 +71,11 @@ def pooled_layout(enc_layout: torch.Tensor) -> torch.Tensor:
     return torch.stack([enc_layout[:, 0], enc_layout[:, 1] // POOL_STRIDE, counts], 1)
 
 
-def offsets(enc_layout: torch.Tensor, n_rows: int, n_frames: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[R, T'] each frame's place within its clip (0 outside: positional embeddings from 0 per
-    clip) and its clip's index (-1 outside)."""
+def offsets(enc_layout: torch.Tensor, n_rows: int, n_frames: int, device) -> torch.Tensor:
+    """[R, T'] each frame's place within its clip (0 outside): positional embeddings from 0 per clip."""
     place, mine = _spans(enc_layout, n_frames, device)
     row = enc_layout[:, 0].to(device)
-    index = torch.arange(len(enc_layout), device=device)[:, None]
-    at = torch.zeros(n_rows, n_frames, dtype=torch.long, device=device).index_add_(0, row, place * mine)
-    clip = torch.full((n_rows, n_frames), -1, dtype=torch.long, device=device).index_add_(0, row, (index + 1) * mine)
-    return at, clip
-
-
-def block_mask(clip: torch.Tensor) -> torch.Tensor:
-    """[R, 1, T', T'] attention mask: a frame attends to the frames of its own clip (frames outside
-    every clip attend to each other, so no row of the mask is empty; their outputs are dropped)."""
-    return (clip[:, :, None] == clip[:, None, :])[:, None]
+    return torch.zeros(n_rows, n_frames, dtype=torch.long, device=device).index_add_(0, row, place * mine)
 
 
 def unpack(rows: torch.Tensor, layout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
