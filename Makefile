@@ -40,7 +40,7 @@ test: setup ## run the whole test suite (pytest), the slow learning check includ
 test-fast: setup ## the suite without the slow learning check (~15 minutes)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: setup ## the slow learning check only (a 1,500-step CPU training run on 3 tasks, 8-12 minutes)
+test-slow: setup ## the slow learning check only (a 1,000-step CPU training run on 3 tasks, ~6 minutes)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 SHARDS := shards/embedded

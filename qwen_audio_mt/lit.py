@@ -6,7 +6,10 @@
   every sample weighs the same, whatever its target length). Per-task loss (mean over the task's samples in
   the batch) and token accuracy logged every `log_every` steps.
 - AdamW: weight decay on matrices only (no decay on norms, biases, the bos/eos vectors, or on
-  embeddings whose old rows are frozen, which decay would otherwise still move).
+  embeddings whose old rows are frozen, which decay would otherwise still move). `fused` (default)
+  runs torch's one-kernel update over all parameters (CPU and CUDA): on the tiny default, whose
+  11.6M parameters are 89 % one 53,824 x 192 embedding table, the step's update took 9-11 ms
+  against 50-58 ms for the per-tensor loop torch picks on CPU (measured, 2 threads).
 - Schedule: linear warmup over `warmup_steps`, cosine to `min_lr_ratio` x lr at `total_steps`.
 - A non-finite loss skips the step on every rank (all ranks agree, or DDP would hang), is
   counted (`nan_skipped`, saved in checkpoints) and logged; training goes on.
@@ -34,6 +37,7 @@ class OptimConfig:
     total_steps: int = 10_000       # the cosine's end (set to the trainer's max_steps)
     min_lr_ratio: float = 0.1
     loss_reduction: str = "token"   # "token" | "sample" (see the module docs)
+    fused: bool = True              # torch's fused AdamW kernel (see the module docs)
 
     def __post_init__(self):
         if self.loss_reduction not in ("token", "sample"):
@@ -129,7 +133,8 @@ class AudioLMModule(L.LightningModule):
             (no_decay if skip else decay).append(p)
         c = self.optim_cfg
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas), eps=c.eps)
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas), eps=c.eps,
+                                fused=c.fused or None)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
