@@ -10,6 +10,9 @@ DATA_ROOT ?= ../shared/data
 export QWEN_AUDIO_MT_DATA ?= $(abspath $(DATA_ROOT))
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test / test-fast: 2 on 2 cores, the long learning check first
+# beside the rest (tests/conftest.py); TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup sysdeps test test-fast shards chat-shards pretrain sft eval sweep bench notebooks clean
@@ -35,10 +38,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: setup ## run the whole test suite (pytest), the slow learning check included (~26 minutes on 2 cores)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: setup ## the suite without the slow learning check (~15 minutes)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup ## the slow learning check only (a 1,000-step CPU training run on 3 tasks, ~6 minutes)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

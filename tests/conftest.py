@@ -2,10 +2,13 @@
 fault table's marker."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from qwen_audio_mt.paths import data_available, data_missing_reason, data_root
 from qwen_audio_mt.render import Renderer
@@ -188,5 +191,19 @@ _ROWS = pytest.StashKey[dict]()
 def pytest_sessionfinish(session, exitstatus) -> None:
     rows = session.config.stash.get(_ROWS, {})
     if rows:
-        old = json.loads(FAULT_RESULTS.read_text()) if FAULT_RESULTS.exists() else {}
-        FAULT_RESULTS.write_text(json.dumps({**old, **rows}, indent=1, sort_keys=True) + "\n")
+        with open(FAULT_RESULTS.with_suffix(".lock"), "w") as lock:  # parallel workers merge in turn
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = json.loads(FAULT_RESULTS.read_text()) if FAULT_RESULTS.exists() else {}
+            FAULT_RESULTS.write_text(json.dumps({**old, **rows}, indent=1, sort_keys=True) + "\n")
+
+
+# Parallel workers (pytest-xdist, `make test`'s -n): the long learning check is handed out first,
+# so the other worker works through the rest beside it, and every process computes with one
+# thread: two workers with 2 spinning intra-op threads each on 2 cores run slower than 1 each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
