@@ -80,10 +80,17 @@ sweep: setup ## after make shards: a multirun (default sweep=mixtures, ~22 min),
 	$(PY) -m qwen_audio_mt.train -m $(or $(ARGS),sweep=mixtures) $(OVERRIDES) hydra.sweep.dir=$$dir; status=$$?; \
 	$(PY) -m qwen_audio_mt sweep-report $$dir || status=$$((status ? status : $$?)); exit $$status
 
-bench: setup shards ## run the benchmarks; writes bench/results.json and the README table
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+bench: setup shards $(BENCH_STAMP) ## run the benchmarks (lhotse installed for one comparison row); writes bench/results.json and the README table
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_shards.py
 	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_packing.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_generate.py
 

@@ -63,12 +63,14 @@ class AudioDataModule(L.LightningDataModule):
             out[comp.task] = out.get(comp.task, 0.0) + float(p)
         return out
 
-    def train_dataloader(self):
+    def train_stream(self) -> TrainStream:
         self.setup()
         rank, world = self._ranks()
         weights = self.adaptive.weights if self.adaptive is not None else None
-        return make_loader(TrainStream(self.comps, self.probs, self.cfg.loader, self.label_sets, self.state,
-                                       rank, world, weights), self.cfg.loader)
+        return TrainStream(self.comps, self.probs, self.cfg.loader, self.label_sets, self.state, rank, world, weights)
+
+    def train_dataloader(self):
+        return make_loader(self.train_stream(), self.cfg.loader)
 
     def _eval(self, split: str):
         self.setup()

@@ -180,9 +180,9 @@ class TrainStream(IterableDataset):
         s = self.state
         return np.random.SeedSequence([s.seed, s.resumes, s.iteration, self.rank, worker])
 
-    def __iter__(self) -> Iterator[dict]:
-        _setup_worker()
-        worker, workers, reader, readers = reader_info(self.rank, self.world)
+    def examples(self, worker: int = 0, reader: int = 0, readers: int = 1):
+        """(rng, featurised examples in draw order, skip counter, featurizer) of one worker; the
+        rng also orders the buckets. The draws depend on the seeds only, not on the batching."""
         seq = self.seeds(worker)
         # separate streams: turning augmentation on must not change which samples are drawn
         mix_seq, aug_seq = seq.spawn(2)
@@ -200,8 +200,14 @@ class TrainStream(IterableDataset):
                 yield next(streams[i])
 
         feat = Featurizer(self.cfg, self.label_sets, train=True)
+        return rng, _examples(mixed(), feat, aug_rng, skipped), skipped, feat
+
+    def __iter__(self) -> Iterator[dict]:
+        _setup_worker()
+        worker, workers, reader, readers = reader_info(self.rank, self.world)
+        rng, examples, skipped, feat = self.examples(worker, reader, readers)
         n = self.cfg.batches_per_epoch // workers + (worker < self.cfg.batches_per_epoch % workers)
-        stream = batches(_examples(mixed(), feat, aug_rng, skipped), self.cfg.limits, rng, self.cfg.pad_to_30s)
+        stream = batches(examples, self.cfg.limits, rng, self.cfg.pad_to_30s)
         reported = Counter()
         for _, batch in zip(range(n), stream):
             out = collate_for(batch, feat.renderer.tok.end_id, self.cfg.limits)
