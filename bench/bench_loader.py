@@ -5,7 +5,8 @@
    bucket pool, vs a bare loop over the same shard files (decode FLAC + Whisper log-mel,
    nothing else) over as much audio. Goals: >= 1,000x real time and >= 0.65 of the bare loop.
 2. Real / computed mel frames (encoder frames follow the same ratio): duration bucketing vs
-   Qwen-Audio's 30-s padding, on the same stream. Goal: >= 0.9 with bucketing.
+   Qwen-Audio's 30-s padding, on the same stream, with the training default's limits (pool 256;
+   bench_packing.py sets packing and Lhotse beside them). Goal: >= 0.9 with bucketing.
 3. Peak resident memory of a loader run over a folder with 10x more shards (the same shard files
    listed 10 times over) vs the folder itself. Goal: <= 1.1x.
 """
@@ -21,20 +22,23 @@ from pathlib import Path
 import soundfile as sf
 import torch
 import whisper
+import yaml
 from common import ROOT, pin_one_core, record
 
-from qwen_audio_mt.data.collate import frame_counts
+from qwen_audio_mt.data.collate import BatchLimits, frame_counts
 from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig
 from qwen_audio_mt.data.loader import LoaderConfig
 from qwen_audio_mt.data.mixture import MixtureConfig, SourceConfig
 from qwen_audio_mt.data.shards import iter_shard
 
 SHARDS = ROOT / "shards" / "embedded"
+# the training default's batch limits (pool 256), read where training reads them
+LIMITS = BatchLimits(**yaml.safe_load((ROOT / "conf" / "data" / "default.yaml").read_text())["loader"]["limits"])
 WARMUP, TIMED = 40, 120
 
 
 def module(folder: Path, batches: int, **loader) -> AudioDataModule:
-    cfg = LoaderConfig(num_workers=0, batches_per_epoch=batches, **loader)
+    cfg = LoaderConfig(num_workers=0, batches_per_epoch=batches, limits=LIMITS, **loader)
     return AudioDataModule(DataConfig(MixtureConfig((SourceConfig(str(folder)),)), cfg))
 
 

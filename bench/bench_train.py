@@ -4,12 +4,16 @@
    pre-collated batches, same model config, same threads. Goal: >= 0.95.
 2. Train samples/s with dynamic lengths (duration buckets) vs 30-s padding (Qwen-Audio), same
    model, same samples. Goal: >= 3x.
+3. Train samples/s and MFU, the default (fused AdamW) vs the old default (fp32 eager, bucketed,
+   torch's per-tensor AdamW loop), and packed batches beside them, 2 threads, best of 3
+   interleaved rounds. Goal (issue 15): >= 2x.
 The tiny default model; batches come from the embedded shards (make shards).
 """
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -21,6 +25,7 @@ from qwen_audio_mt.data.collate import BatchLimits
 from qwen_audio_mt.data.datamodule import AudioDataModule, DataConfig
 from qwen_audio_mt.data.loader import LoaderConfig
 from qwen_audio_mt.data.mixture import MixtureConfig, SourceConfig
+from qwen_audio_mt.flops import Shapes, batch_flops, cpu_peak
 from qwen_audio_mt.lit import AudioLMModule, OptimConfig, batch_forward
 from qwen_audio_mt.model.builders import ModelConfig
 
@@ -35,14 +40,14 @@ def model_cfg() -> ModelConfig:
     return from_dict(ModelConfig, raw)
 
 
-def batches(n: int, **loader) -> list[dict]:
-    cfg = LoaderConfig(num_workers=0, batches_per_epoch=n, limits=LIMITS, **loader)
+def batches(n: int, limits: BatchLimits = LIMITS, **loader) -> list[dict]:
+    cfg = LoaderConfig(num_workers=0, batches_per_epoch=n, limits=limits, **loader)
     return list(AudioDataModule(DataConfig(MixtureConfig((SourceConfig(str(SHARDS)),)), cfg)).train_dataloader())
 
 
-def bare(data: list[dict]) -> float:
+def bare(data: list[dict], fused: bool = True) -> float:
     torch.manual_seed(0)
-    module = AudioLMModule(model_cfg(), OptimConfig(total_steps=len(data)))
+    module = AudioLMModule(model_cfg(), OptimConfig(total_steps=len(data), fused=fused))
     opt = module.configure_optimizers()["optimizer"]
     model = module.model.train()
     t0 = time.perf_counter()
@@ -76,6 +81,33 @@ def lightning(data: list[dict]) -> float:
     return timer.seconds
 
 
+def default_step(dyn: list[dict]) -> dict:
+    """Row 3: the default against the old default and packed batches (module docs)."""
+    samples = sum(len(b["tasks"]) for b in dyn)
+    torch.set_num_threads(2)
+    packed = batches(STEPS, replace(LIMITS, pack=True))
+    n_packed = sum(len(b["tasks"]) for b in packed)
+    peak = cpu_peak() / 1e12
+    shapes = Shapes.of(AudioLMModule(model_cfg()).model)
+    tflop_dyn, tflop_packed = (sum(batch_flops(shapes, b) for b in bs) / 1e12 for bs in (dyn, packed))
+    runs = {"old": (dyn, False, samples, tflop_dyn), "new": (dyn, True, samples, tflop_dyn),
+            "packed": (packed, True, n_packed, tflop_packed)}
+    seconds = {k: [] for k in runs}
+    for _ in range(3):  # interleaved: the machine's drift hits every variant alike
+        for k, (data, fused, _, _) in runs.items():
+            seconds[k].append(bare(data, fused=fused))
+    best = {k: runs[k][2] / min(seconds[k]) for k in runs}
+    mfu = {k: runs[k][3] / min(seconds[k]) / peak for k in runs}  # model TFLOP/s over the peak
+    print(f"train samples/s, 2 threads: default (fused AdamW) {best['new']:.1f}, packed {best['packed']:.1f}, "
+          f"old default (per-tensor AdamW) {best['old']:.1f}: {best['new'] / best['old']:.2f}x; MFU "
+          f"{mfu['new']:.1%} / {mfu['packed']:.1%} / {mfu['old']:.1%} of {peak:.3f} TFLOP/s")
+    return {"benchmark": "default step", "figure": f"train samples/s, 2 threads, MFU {mfu['new']:.1%}",
+            "value": best["new"], "unit": "samples/s",
+            "baseline": f"old default (per-tensor AdamW) {best['old']:.1f}, MFU {mfu['old']:.1%}; packed "
+                        f"{best['packed']:.1f}, MFU {mfu['packed']:.1%}",
+            "ratio": best["new"] / best["old"], "goal": ">= 2x"}
+
+
 def main() -> int:
     if not (SHARDS / "index.json").exists():
         print(f"no embedded shards at {SHARDS}: run `make shards` first", file=sys.stderr)
@@ -89,12 +121,14 @@ def main() -> int:
     n_pad = sum(len(b["tasks"]) for b in padded)
     dyn_rate, pad_rate = samples / t_bare, n_pad / bare(padded)
     print(f"train samples/s: dynamic {dyn_rate:.1f}, 30-s padding {pad_rate:.1f}, ratio {dyn_rate / pad_rate:.2f}x")
+    step_row = default_step(dyn)
     record("train", [
         {"benchmark": "trainer overhead", "figure": "steps/s, tiny model, 1 thread", "value": STEPS / t_lit,
          "unit": "steps/s", "baseline": f"bare PyTorch loop: {STEPS / t_bare:.3f} steps/s", "ratio": t_bare / t_lit,
          "goal": ">= 0.95"},
         {"benchmark": "dynamic lengths", "figure": "train samples/s", "value": dyn_rate, "unit": "samples/s",
          "baseline": f"30-s padding: {pad_rate:.1f} samples/s", "ratio": dyn_rate / pad_rate, "goal": ">= 3x"},
+        step_row,
     ])
     return 0
 

@@ -64,6 +64,15 @@ def set_cpu_threads(raw: dict) -> None:
         torch.set_num_threads(threads)
 
 
+def compile_llm(model, on: bool) -> None:
+    """`compile: true`: torch.compile of the LLM's decoder stack, in place (its state-dict keys,
+    hence checkpoints and exports, do not change) with dynamic shapes, as lengths change every
+    batch. Off by default: on the tiny default (CPU, 2 threads) the compiled stack ran 26.0 vs 66.2
+    samples/s eager after a 53-s warm-up for its first 10 steps (measured; GPUs may differ)."""
+    if on:
+        model.llm.get_decoder().compile(dynamic=True)
+
+
 def check_mixture(mixture) -> None:
     """Sources readable, weights consistent: a bad mixture fails before the trainer starts."""
     from .data.mixture import components, probabilities
@@ -126,6 +135,7 @@ def build(cfg: DictConfig):
     optim = from_dict(OptimConfig, {**raw["optim"], "total_steps": max(max_steps, 1)}, "optim")
     model_cfg, state = model_config(raw)
     module = AudioLMModule(model_cfg, optim, raw["log_every"], state)
+    compile_llm(module.model, raw.get("compile", False))
     data = data_config(raw)  # rendered with the model's own tokenizer and front end
     enc = module.model.encoder.cfg  # as built: an import's mel bins and compat mode are its folder's
     loader = replace(data.loader, tokenizer=model_cfg.tokenizer, n_mels=enc.n_mels, compat=enc.compat)

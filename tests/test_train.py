@@ -346,6 +346,15 @@ def test_packed_run_trains_through_lightning(tmp_path, small_corpus, monkeypatch
     assert "train/loss" in header and sum(c.startswith("train/loss_") for c in header) >= 5
 
 
+def test_compile_option_compiles_the_llm_in_place(tmp_path, small_corpus):
+    cfg = compose_train(tmp_path, f"paths.shards={small_corpus}", "compile=true", *SHRINK, *SMALL_BATCHES, *QUIET)
+    module, _, _ = train_mod.build(cfg)
+    plain_keys = set(train_mod.build(compose_train(tmp_path, f"paths.shards={small_corpus}", *SHRINK,
+                                                   *SMALL_BATCHES, *QUIET))[0].state_dict())
+    assert module.model.llm.get_decoder()._compiled_call_impl is not None
+    assert set(module.state_dict()) == plain_keys  # checkpoints and exports keep their keys
+
+
 # ---------------------------------------------------------------------------- a non-finite loss
 def test_non_finite_loss_skips_the_step(small_corpus, monkeypatch, tmp_path):
     from qwen_audio_mt.data.collate import BatchLimits
