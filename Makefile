@@ -37,10 +37,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-test: setup ## run the whole test suite (pytest), the slow learning check included (~26 minutes on 2 cores)
+test: setup ## run the whole test suite (pytest), the slow learning check included (~16 minutes on 2 cores)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-fast: setup ## the suite without the slow learning check (~15 minutes)
+test-fast: setup ## the suite without the slow learning check
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup ## the slow learning check only (a 1,000-step CPU training run on 3 tasks, ~6 minutes)
