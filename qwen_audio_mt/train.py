@@ -32,8 +32,7 @@ register_resolvers()  # conf/paths' ${start_dir:}
 
 
 def data_config(cfg: dict):
-    from .data.datamodule import DataConfig
-    from .data.loader import LoaderConfig
+    from .data.loader import DataConfig, LoaderConfig
     from .data.mixture import MixtureConfig
     data = cfg["data"]
     return DataConfig(mixture=from_dict(MixtureConfig, cfg["mixture"], "mixture"),
@@ -126,7 +125,8 @@ def build(cfg: DictConfig):
     from .data.datamodule import AudioDataModule
     from dataclasses import replace
 
-    from .lit import AudioLMModule, OptimConfig
+    from .lit import AudioLMModule
+    from .optim import OptimConfig
     cfg = job_config(cfg)
     raw = plain(cfg)
     L.seed_everything(raw["seed"], workers=True, verbose=False)
@@ -151,10 +151,21 @@ def build(cfg: DictConfig):
     return module, datamodule, trainer
 
 
+def check_config(raw: dict) -> None:
+    """Every `optim`, `model`, `data` and `mixture` mistake, before the imports a training needs
+    (lightning and transformers' model code take ~5 s): a typo answers in ~2 s."""
+    from .model.builders import ModelConfig
+    from .optim import OptimConfig
+    from_dict(OptimConfig, raw["optim"], "optim")
+    from_dict(ModelConfig, raw["model"], "model")
+    check_mixture(data_config(raw).mixture)
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (or resume), export and evaluate. Returns a summary dict."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
     cfg = job_config(cfg)
+    check_config(plain(cfg))
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from .checkpoints import resolve_resume  # last/auto: the newest checkpoint that loads, said in one line
     ckpt_path = resolve_resume(cfg.run_dir, cfg.get("ckpt_path"))  # before the trainer prints anything
     module, datamodule, trainer = build(cfg)

@@ -19,18 +19,9 @@ import torch
 
 from ..errors import DataError
 from . import skips
-from .loader import EvalStream, LoaderConfig, StreamState, TrainStream, make_loader
+from .loader import DataConfig, EvalStream, LoaderConfig, StreamState, TrainStream, make_loader  # noqa: F401 (DataConfig: re-exported)
 from .adaptive import AdaptiveMixture
 from .mixture import MixtureConfig, components, label_sets, probabilities
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    mixture: MixtureConfig = field(default_factory=MixtureConfig)
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
-    eval_mixture: MixtureConfig | None = None   # valid/test sources; default: the training ones
-    valid_split: str = "valid"
-    test_split: str = "test"
 
 
 class AudioDataModule(L.LightningDataModule):

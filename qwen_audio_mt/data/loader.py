@@ -38,7 +38,7 @@ from .augment import AugmentConfig, Augmenter
 from .chat_features import ChatFeaturizer
 from .collate import BatchLimits, Example, batches, collate_for
 from .features import log_mel
-from .mixture import Component
+from .mixture import Component, MixtureConfig
 from .skips import STUCK_AFTER, SkipCounter
 from .stream import eval_samples, train_samples
 
@@ -72,6 +72,15 @@ class LoaderConfig:
             what = "pad_to_30s=true" if self.pad_to_30s else f"compat={self.compat}"
             raise ConfigError(f"data.loader.limits.pack=true with data.loader.{what}: packing needs clips at their own "
                               "length (a released front end pads every clip to 30 s)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    eval_mixture: MixtureConfig | None = None   # valid/test sources; default: the training ones
+    valid_split: str = "valid"
+    test_split: str = "test"
 
 
 @dataclass

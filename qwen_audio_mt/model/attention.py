@@ -11,11 +11,10 @@ when it runs SDPA; the choice is not saved with the config (transformers keeps i
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 PACKED = "qwen_audio_mt_packed"
 
@@ -50,6 +49,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
                      sample_spans=None, **kwargs):
     """query [B, H, T, D], key/value [B, H_kv, T, D] -> ([B, T, H, D], None), as sdpa's."""
     if sample_spans is None or query.shape[2] != key.shape[2]:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     out = span_attention(query, key, value, sample_spans, causal=True, scale=scaling)
@@ -59,8 +59,15 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
 def use_packed(llm) -> None:
     """Route an SDPA LLM's attention through `packed_attention` (same numbers unpacked)."""
     if getattr(llm.config, "_attn_implementation", None) == "sdpa":
+        _register()
         llm.config._attn_implementation = PACKED
 
 
-AttentionInterface.register(PACKED, packed_attention)
-AttentionMaskInterface.register(PACKED, sdpa_mask)
+@lru_cache(maxsize=1)
+def _register() -> None:
+    """Once, when first used: importing transformers' attention code takes seconds, which a
+    config check (train.check_config) should not wait for."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(PACKED, packed_attention)
+    AttentionMaskInterface.register(PACKED, sdpa_mask)

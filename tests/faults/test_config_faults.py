@@ -32,3 +32,19 @@ def test_train_override_mistake_is_one_line_exit_2(override, message, tmp_path):
     assert out.stderr.splitlines() == [out.stderr.strip()], out.stderr  # one line, nothing else
     assert out.stderr.startswith("qwen_audio_mt.train: error: ") and message in out.stderr
     assert out.stdout == ""
+
+
+def test_a_config_mistake_is_found_before_the_trainers_imports():
+    """train.check_config rejects the mistake without importing lightning or transformers' model
+    code (the ~5 s of a training's imports): a typo answers in about two seconds."""
+    import subprocess
+    import sys
+    code = ("import sys; from hydra import compose, initialize_config_dir; from qwen_audio_mt.config import plain;"
+            "from qwen_audio_mt.errors import UserError; from qwen_audio_mt.train import CONF_DIR, check_config\n"
+            "with initialize_config_dir(CONF_DIR, version_base='1.3'):\n"
+            "    cfg = compose('train', overrides=['mixture.temperature=0', 'run_dir=.'])\n"
+            "try:\n    check_config(plain(cfg))\nexcept UserError as e:\n    print(e)\n"
+            "print(sorted(m for m in ('lightning', 'transformers.modeling_utils') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["mixture.temperature=0: must be > 0 (1 proportional, larger flatter)", "[]"]
