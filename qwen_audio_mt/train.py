@@ -49,14 +49,19 @@ def job_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def set_cpu_threads(raw: dict) -> None:
-    """On CPU, torch gets every core (`cpu_threads: null`) unless OMP_NUM_THREADS says otherwise:
+def set_cpu_runtime(raw: dict) -> None:
+    """On CPU, glibc's malloc keeps freed memory for the next step (`malloc_keep_freed`,
+    malloc.py: measured in bench_train), and torch gets every core (`cpu_threads: null`) unless
+    OMP_NUM_THREADS says otherwise:
     a loader worker is busy only ~5% of the time (1,500x real time against ~50 audio-s per
     step), so it barely contends. Measured on 2 cores, pretrain_tiny, 120 steps: 57 s with 2
     threads + 1 worker, 75 s with 1 thread + 1 worker. Very small models (the tests' shrunken
     ones) are the exception: their ops are too short for 2 threads, so the tests set OMP_NUM_THREADS=1."""
     if raw["trainer"].get("accelerator") != "cpu":
         return
+    if raw.get("malloc_keep_freed", True):
+        from .malloc import keep_freed_memory
+        keep_freed_memory()
     import torch
     threads = raw.get("cpu_threads") or (None if os.environ.get("OMP_NUM_THREADS") else os.cpu_count())
     if threads:
@@ -130,7 +135,7 @@ def build(cfg: DictConfig):
     cfg = job_config(cfg)
     raw = plain(cfg)
     L.seed_everything(raw["seed"], workers=True, verbose=False)
-    set_cpu_threads(raw)
+    set_cpu_runtime(raw)
     max_steps = raw["trainer"].get("max_steps", -1)
     optim = from_dict(OptimConfig, {**raw["optim"], "total_steps": max(max_steps, 1)}, "optim")
     model_cfg, state = model_config(raw)
