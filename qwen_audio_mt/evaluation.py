@@ -218,6 +218,8 @@ def summarize(tasks: dict[str, dict]) -> dict:
         "aggregate": mean(margins),
         "closed_tasks": len(closed),
         "beat_chance_by_20": sum(100 * (m["value"] - m["baselines"]["chance"]) >= 20 for m in closed),
+        # the baseline of a closed task is the larger of chance and the majority label's accuracy
+        "beat_baseline_by_20": sum(m["margin_points"] >= 20 for m in closed),
         "mean_closed_accuracy": mean([m["value"] for m in closed]),
         "open_tasks": sum(m["kind"] == "open" for m in scored),
     }

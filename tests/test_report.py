@@ -57,6 +57,7 @@ def test_summary_counts():
     s = metrics()["summary"]
     assert (s["tasks"], s["scored"], s["closed_tasks"], s["open_tasks"]) == (9, 8, 4, 4)
     assert s["beat_chance_by_20"] == 2
+    assert s["beat_baseline_by_20"] == 1  # digits: 25 points over chance, 5 over the majority label
     # margins: +40, +5, +5, +75 (wer), +31.2 (cider), +60 (shift, relative), +9.34 (bleu), -12.5
     assert s["beat_baseline"] == 7
     assert s["aggregate"] == (40 + 5 + 5 + 75 + 31.2 + 60 + 9.34 - 12.5) / 8
@@ -84,7 +85,8 @@ def test_report_files(tmp_path):
     assert cells["word_timestamps"][3:6] == ["80 ms", "200 ms", "+60.0"]
     assert cells["melody"][3:7] == ["—", "—", "—", "0"]
     assert "7 of 8 scored tasks beat their baseline; mean margin +26.6 points" in md
-    assert "2 of 4 closed-label tasks beat chance by >= 20 points; mean closed-label accuracy 40.6%" in md
+    assert ("1 of 4 closed-label tasks beat the larger of chance and majority by >= 20 points, 2 of 4 beat chance "
+            "by >= 20 points; mean closed-label accuracy 40.6%") in md
     assert "1 task without a value" in md
 
     for kind in ("chart", "png"):
