@@ -52,7 +52,8 @@ def summary_lines(metrics: dict) -> list[str]:
         vs_baseline = ("" if s.get("beat_baseline_by_20") is None  # a metrics.json written before the count
                        else f"{s['beat_baseline_by_20']} of {s['closed_tasks']} closed-label tasks beat the larger of "
                             "chance and majority by >= 20 points, ")
-        lines.append(f"{vs_baseline}{s['beat_chance_by_20']} of {s['closed_tasks']} beat chance by >= 20 points; "
+        lines.append(f"{vs_baseline}{s['beat_chance_by_20']} of {s['closed_tasks']}"
+                     f"{'' if vs_baseline else ' closed-label tasks'} beat chance by >= 20 points; "
                      f"mean closed-label accuracy {100 * s['mean_closed_accuracy']:.1f}%")
     unscored = s["tasks"] - s["scored"]
     if unscored:

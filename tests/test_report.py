@@ -88,6 +88,8 @@ def test_report_files(tmp_path):
     assert ("1 of 4 closed-label tasks beat the larger of chance and majority by >= 20 points, 2 of 4 beat chance "
             "by >= 20 points; mean closed-label accuracy 40.6%") in md
     assert "1 task without a value" in md
+    old = {**m, "summary": {k: v for k, v in m["summary"].items() if k != "beat_baseline_by_20"}}
+    assert "2 of 4 closed-label tasks beat chance by >= 20 points; mean" in format_table(old)  # an older metrics.json
 
     for kind in ("chart", "png"):
         png = paths[kind].read_bytes()
