@@ -19,8 +19,8 @@ import numpy as np
 from ...paths import data_missing_reason, data_root
 from . import speech_texts as tx
 from .base import Item, SourceMissing, generator
-from .espeak import EspeakError, Prosody, synth, trim
-from .speech import clip, item_rng
+from .espeak import Prosody
+from .speech import clip, item_rng, speak_as
 
 SPLIT_OF_INDEX = {"test": range(0, 5), "valid": range(5, 10), "train": range(10, 50)}
 
@@ -53,10 +53,7 @@ def spoken_digit(index: int, rng: np.random.Generator, split: str) -> Item:
     digit = int(r.integers(10))
     voice = f"{tx.pick(r, spec['accents'])}+{tx.pick(r, spec['variants'])}"
     prosody = Prosody(speed=int(r.integers(*spec["speed"])), pitch=int(r.integers(*spec["pitch"])))
-    spoken = trim(synth(tx.number_words(digit), voice, prosody, short=True))
-    if spoken.size == 0:
-        raise EspeakError(f"espeak-ng gave only silence for digit {digit} (voice {voice})")
-    audio = clip(spoken.copy(), r)
+    audio = clip(speak_as(tx.number_words(digit), voice, prosody, short=True), r)
     return Item("digit_recognition", audio, {"text_itn": str(digit)}, audio_lang="en", source="espeak")
 
 

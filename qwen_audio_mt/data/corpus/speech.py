@@ -105,9 +105,14 @@ def casual(r: np.random.Generator) -> Prosody:
 def speak(text: str, lang: str, variant: str, prosody: Prosody = Prosody(),
           short: bool = False) -> np.ndarray:
     """Silence-trimmed speech of `text` (a writable copy)."""
-    x = trim(synth(text, voice(lang, variant), prosody, short=short))
+    return speak_as(text, voice(lang, variant), prosody, short)
+
+
+def speak_as(text: str, espeak_voice: str, prosody: Prosody = Prosody(), short: bool = False) -> np.ndarray:
+    """`speak` with a whole espeak voice name ('en-gb-scotland+m3')."""
+    x = trim(synth(text, espeak_voice, prosody, short=short))
     if x.size == 0:
-        raise EspeakError(f"espeak-ng gave only silence for {text!r} (voice {voice(lang, variant)})")
+        raise EspeakError(f"espeak-ng gave only silence for {text!r} (voice {espeak_voice})")
     return x.copy()
 
 
