@@ -2,8 +2,9 @@
 
 A dead peer surfaces as gloo's "Connection reset/closed by peer" at the next collective (once
 the dead rank's loader workers, which inherited its sockets, have noticed and exited: up to
-~5 s); a hung peer as "Timed out waiting ...ms" after the process-group timeout
-(`trainer.strategy.timeout` in conf/trainer/ddp.yaml). Lightning re-raises either as a
+~5 s); a hung peer as "Timed out waiting ...ms" (or, from a gloo barrier, "Application timeout
+caused pair closure") after the process-group timeout (`trainer.strategy.timeout` in
+conf/trainer/ddp.yaml). Lightning re-raises either as a
 RuntimeError with several screens of traceback; `peer_lost` turns it into one line. The launcher
 (rank 0) also kills the ranks it started: Lightning does so only on Ctrl-C, and a rank that hangs
 outside a collective would otherwise outlive the run, holding its device.
@@ -14,12 +15,13 @@ import re
 import signal
 
 # gloo's and NCCL's wording for a lost connection or a timed-out collective
-_COMM = re.compile(r"gloo|nccl|connection (reset|closed) by peer|timed out waiting", re.IGNORECASE)
+_TIMEOUT = re.compile(r"timed out waiting|application timeout", re.IGNORECASE)
+_COMM = re.compile(r"gloo|nccl|connection (reset|closed) by peer|" + _TIMEOUT.pattern, re.IGNORECASE)
 
 
 def _reason(exc: BaseException, timeout_s: float | None) -> str:
     text = str(exc)
-    if "timed out" in text.lower():
+    if _TIMEOUT.search(text):
         limit = f"the {timeout_s:g}-s " if timeout_s else "the "
         return f"no answer within {limit}process-group timeout (trainer.strategy.timeout)"
     # "[.../pair.cc:537] Read error [127.0.0.1]:29884: Connection reset by peer. This is ..."
