@@ -57,6 +57,7 @@ class Task:
     defaults: dict = field(default_factory=dict)
     long_audio: str = "reject"      # reject | window (clip-level labels) | concat (answers joined); see longform.py
     speed_perturbation: bool = True  # False where labels depend on pitch/tempo
+    gain_perturbation: bool = True   # False where labels depend on the level (data/augment.py)
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -158,7 +159,7 @@ def _build(raw: dict, vocab: TagVocab) -> Task:
         raise TaskError(f"long_audio 'concat' cannot join {target.kind!r} targets; only {', '.join(CONCAT_KINDS)}")
     return Task(raw["name"], raw["domain"], raw.get("family", raw["name"]),
                 raw.get("description", ""), raw["prompt"], pieces, target, raw["metric"], defaults,
-                long_audio, bool(raw.get("speed_perturbation", True)))
+                long_audio, bool(raw.get("speed_perturbation", True)), bool(raw.get("gain_perturbation", True)))
 
 
 def _labels(raw: dict) -> tuple[str, ...]:

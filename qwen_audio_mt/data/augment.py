@@ -1,4 +1,4 @@
-"""Training-time augmentation: speed perturbation, additive noise, SpecAugment.
+"""Training-time augmentation: speed perturbation, gain, additive noise, SpecAugment.
 
 Valid and test samples are never augmented: the loader calls `Augmenter` on the train split only.
 Every part is off by default and switched on in `AugmentConfig`.
@@ -10,6 +10,12 @@ Choices:
   rounded to the 0.01-s time-token grid and clipped to the new duration floored to that grid.
   Tasks whose registry entry says `speed_perturbation: false` (pitch/tempo labels) are never
   perturbed. A slow-down that would push a clip past Whisper's 30 s is skipped (f -> 1.0).
+- Gain: the clip scaled by a level drawn uniformly in dB from `gain_db`, after the speed change
+  and before the noise (the SNR is relative to the scaled clip), except for tasks whose registry
+  entry says `gain_perturbation: false` (labels that are a level, e.g. MIDI velocity). Why: a
+  recording's level is a trait of its speaker and microphone (FSDD's five speakers sit at -21 to
+  -38 dB RMS, each within +-2.5 dB), so without it a level can stand in for a voice. A gain that
+  would clip is undone by the anti-clipping rescale, so loud clips only get quieter.
 - Noise is mixed after the speed change (a noise recording is not itself sped up). SNR is the mean
   power of the clean clip over that of the noise segment actually used, so it is exact before the
   anti-clipping rescale (which scales clean and noise alike). Silent clips get no noise (SNR is
@@ -53,6 +59,7 @@ class AugmentConfig:
     time_width_ratio: float = 0.05
     speed: bool = False           # Kaldi-style speed perturbation (pitch shifts too)
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    gain_db: tuple[float, float] | None = None   # random level change, uniform in dB; None: off
     noise: bool = False           # additive noise at a random SNR
     snr_db: tuple[float, float] = (10.0, 30.0)
     noise_prob: float = 0.5       # chance a sample gets noise at all
@@ -73,7 +80,7 @@ class Augmenter:
 
     # ------------------------------------------------------------------ waveform
     def wave(self, sample: Mapping, rng: np.random.Generator) -> dict:
-        """A new sample, speed-perturbed and/or noised as configured; the input is untouched."""
+        """A new sample, speed-perturbed, gained and/or noised as configured; the input is untouched."""
         out = dict(sample)
         changed = False
         if self.cfg.speed and self.registry.get(sample["task"]).speed_perturbation:
@@ -81,6 +88,10 @@ class Augmenter:
             if f != 1.0 and round(len(sample["audio"]) / f) <= N_SAMPLES:
                 out.update(speed_perturb(sample, f))
                 changed = True
+        if self.cfg.gain_db is not None and self.registry.get(sample["task"]).gain_perturbation:
+            db = float(rng.uniform(*self.cfg.gain_db))
+            out["audio"], out["gain_db"] = (out["audio"] * np.float32(10 ** (db / 20))).astype(np.float32), db
+            changed = True
         if self.cfg.noise and rng.random() < self.cfg.noise_prob:
             snr = float(rng.uniform(*self.cfg.snr_db))
             noise = self._noise(len(out["audio"]), rng)

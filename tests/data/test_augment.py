@@ -1,4 +1,4 @@
-"""Training augmentation: speed perturbation with label rescaling, noise at an exact SNR, SpecAugment."""
+"""Training augmentation: speed perturbation with label rescaling, gain, noise at an exact SNR, SpecAugment."""
 import copy
 import math
 
@@ -104,6 +104,32 @@ def test_task_without_speed_perturbation_is_never_sped_up(registry):
         out = aug.wave(src, np.random.default_rng(seed))
         assert "speed" not in out and out["duration"] == 0.5
         np.testing.assert_array_equal(out["audio"], src["audio"])
+
+
+def test_gain_scales_the_level_by_the_drawn_decibels(registry):
+    aug = Augmenter(AugmentConfig(gain_db=(-15.0, 5.0)), registry)
+    src = sample(task="digit_recognition", seconds=0.5, text="7")  # a 0.3 tone: +5 dB does not clip
+    drawn = []
+    for seed in range(20):
+        out = aug.wave(src, np.random.default_rng(seed))
+        db = out["gain_db"]
+        assert -15.0 <= db <= 5.0
+        np.testing.assert_allclose(out["audio"], src["audio"] * 10 ** (db / 20), rtol=1e-6, atol=1e-7)
+        assert out["audio"].dtype == np.float32 and out["duration"] == src["duration"]
+        drawn.append(db)
+    assert np.ptp(drawn) > 10  # the levels vary
+
+
+def test_gain_that_would_clip_is_rescaled_and_level_tasks_keep_their_level(registry):
+    loud = {**sample(task="digit_recognition", seconds=0.5, text="7"), "audio": tone(0.5, amp=0.9)}
+    out = Augmenter(AugmentConfig(gain_db=(6.0, 6.0)), registry).wave(loud, np.random.default_rng(0))
+    assert np.max(np.abs(out["audio"])) == pytest.approx(1.0)  # 0.9 x 2 -> rescaled to full scale
+    assert registry.get("music_velocity").gain_perturbation is False
+    assert registry.get("note_analysis").gain_perturbation is False
+    note = sample(task="music_velocity", seconds=0.5, velocity="100")
+    out = Augmenter(AugmentConfig(gain_db=(-15.0, 5.0)), registry).wave(note, np.random.default_rng(0))
+    assert "gain_db" not in out
+    np.testing.assert_array_equal(out["audio"], note["audio"])
 
 
 def test_factor_one_and_too_long_slow_down_leave_the_clip(registry):
