@@ -64,3 +64,18 @@ def test_without_fsdd_the_digit_task_is_skipped_with_the_reason(monkeypatch, tmp
             fsdd.make("digit_recognition", 0, np.random.default_rng(0), "train")
     finally:
         fsdd.metadata.cache_clear(), fsdd.recordings.cache_clear()
+
+
+def test_each_synthetic_clip_speaks_the_word_of_its_label(monkeypatch):
+    words = "zero one two three four five six seven eight nine".split()  # not number_words: its check
+    spoken = []
+    real = fsdd.speak_as
+
+    def listen(text, voice, prosody, short=False):
+        spoken.append(text)
+        return real(text, voice, prosody, short)
+
+    monkeypatch.setattr(fsdd, "speak_as", listen)
+    synthetic = [it for it in items("train", 60) if it.source == "espeak"]
+    assert len(synthetic) == len(spoken) > 10
+    assert [words[int(it.labels["text_itn"])] for it in synthetic] == spoken
