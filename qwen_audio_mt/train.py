@@ -202,7 +202,8 @@ def train(cfg: DictConfig) -> dict:
         summary["perf"] = p = perf.summary()
         if trainer.is_global_zero:
             mfu = f", MFU {p['mfu']:.1%} of {p['peak_tflops']:.3g} TFLOP/s ({p['peak']})" if p["mfu"] else ""
-            print(f"perf: {p['tflops']:.3g} model TFLOP/s per device{mfu}", file=sys.stderr)
+            print(f"perf: {p['samples_per_s']:.1f} train samples/s and {p['tflops']:.3g} model TFLOP/s per device{mfu}",
+                  file=sys.stderr)
     if trainer.is_global_zero and cfg.get("export", True) and not trainer.fast_dev_run:
         from .model.export import export
         summary["export"] = str(export(module.model, module.model_cfg, run_dir / "export"))

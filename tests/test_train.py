@@ -317,6 +317,7 @@ def test_short_run_checkpoints_exports_and_logs(tmp_path, small_corpus, monkeypa
     assert {"perf/tflops", "perf/mfu"} <= set(header)
     perf = summary["perf"]
     assert perf["tflop"] > 0 and perf["seconds"] > 0 and 0 < perf["mfu"] < 1
+    assert round(perf["samples_per_s"] * perf["seconds"]) >= 29  # every timed step (not the first) has samples
     assert perf["peak"] == "matmul throughput measured on this CPU" and perf["tflops"] < perf["peak_tflops"]
 
 
