@@ -51,7 +51,7 @@ def group_pids(pgid: int) -> list[int]:
     return sorted(pids)
 
 
-_FRAMEWORK = ("/hydra/", "<frozen runpy>", "/multiprocessing/", "/threading.py")  # frames no hang is in
+_FRAMEWORK = ("/hydra/", "<frozen runpy>", "/multiprocessing/", "/threading.py")  # frames a hang is rarely in
 
 
 def stacks_then_kill(proc: subprocess.Popen, log: Path) -> str:
@@ -71,7 +71,8 @@ def stacks_then_kill(proc: subprocess.Popen, log: Path) -> str:
             f.seek(start)
             stacks = f.read().decode(errors="replace")
         main = stacks[stacks.find("Current thread"):] if "Current thread" in stacks else stacks
-        frames = [line for line in main.splitlines() if not any(x in line for x in _FRAMEWORK)]
+        lines = main.splitlines()  # the innermost frames unfiltered: a hang can sit in multiprocessing itself
+        frames = lines[:4] + [line for line in lines[4:] if not any(x in line for x in _FRAMEWORK)]
         parts.append(f"--- pid {pid}: {cmd}\n" + "\n".join(frames[:40]))
     try:
         os.killpg(proc.pid, signal.SIGKILL)

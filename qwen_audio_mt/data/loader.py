@@ -61,6 +61,7 @@ class LoaderConfig:
     max_conversation_tokens: int = 2048     # a conversation is cut after its last whole exchange within this
     max_skip_fraction: float | None = 0.05   # stop a run skipping more of its samples (None: never)
     skip_limit_min_samples: int = 200        # ... once this many were read, so one bad sample cannot
+    worker_timeout_s: float = 600.0   # a worker that gives no batch for this long stops the run (0: wait forever)
 
     def __post_init__(self):
         f = self.max_skip_fraction
@@ -248,15 +249,18 @@ class StreamLoader(DataLoader):
     def __iter__(self):
         if isinstance(self.dataset, TrainStream):
             self.dataset.state.iteration += 1
-        return _OneLineDataErrors(super().__iter__())
+        return _OneLineDataErrors(super().__iter__(), self.timeout)
 
 
 class _OneLineDataErrors:
     """DataLoader re-raises a worker's exception with the worker's traceback as its message; a
-    DataError keeps its own one line (what entry points print)."""
+    DataError keeps its own one line (what entry points print). A worker that is alive but gives
+    no batch within `worker_timeout_s` (torch's DataLoader `timeout`) becomes one line too: a DDP
+    run once hung forever on a worker that rank 0 forked at an epoch start and that never reached
+    its loop (forking a process that runs threads is not safe), so waiting has a bound."""
 
-    def __init__(self, it):
-        self.it = it
+    def __init__(self, it, timeout_s: float = 0.0):
+        self.it, self.timeout_s = it, timeout_s
 
     def __iter__(self):
         return self
@@ -267,6 +271,11 @@ class _OneLineDataErrors:
     def __next__(self):
         try:
             return next(self.it)
+        except RuntimeError as e:
+            if not self.timeout_s or not str(e).startswith("DataLoader timed out"):
+                raise
+            raise DataError(f"no batch from a loader worker within {self.timeout_s:g} s (data.loader.worker_timeout_s): "
+                            "the worker is stuck; resume with ckpt_path=last") from None
         except DataError as e:
             text = str(e)
             if not text.startswith("Caught "):
@@ -276,5 +285,6 @@ class _OneLineDataErrors:
 
 def make_loader(dataset: IterableDataset, cfg: LoaderConfig) -> StreamLoader:
     return StreamLoader(dataset, batch_size=None, num_workers=cfg.num_workers, persistent_workers=False,
+                        timeout=cfg.worker_timeout_s if cfg.num_workers else 0,
                         prefetch_factor=4 if cfg.num_workers else None,
                         multiprocessing_context="fork" if cfg.num_workers else None)

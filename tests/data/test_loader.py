@@ -199,3 +199,26 @@ def test_worker_quiet_when_its_consumer_dies(mode):
         assert out.stderr == ""
     else:  # what the hook removes: Python's own report of the thread's death
         assert "ConnectionResetError" in out.stderr and "resource_sharer.py" in out.stderr
+
+
+class _Silent(torch.utils.data.IterableDataset):
+    """A worker that is alive and never yields (as a worker stuck after its fork)."""
+
+    def __iter__(self):
+        import time
+        time.sleep(8)  # beyond the 2-s timeout; short, so the worker's shutdown does not wait long
+        yield {}
+
+
+def test_a_silent_worker_stops_the_run_with_one_line_after_the_timeout():
+    import time
+
+    from qwen_audio_mt.data.loader import make_loader
+    from qwen_audio_mt.errors import DataError
+    loader = make_loader(_Silent(), LoaderConfig(num_workers=1, worker_timeout_s=2))
+    t0 = time.monotonic()
+    with pytest.raises(DataError) as e:
+        next(iter(loader))
+    assert 2 <= time.monotonic() - t0 < 30
+    assert str(e.value) == ("no batch from a loader worker within 2 s (data.loader.worker_timeout_s): the worker "
+                            "is stuck; resume with ckpt_path=last")
