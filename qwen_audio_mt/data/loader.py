@@ -69,6 +69,8 @@ class LoaderConfig:
             raise ConfigError(f"data.loader.max_skip_fraction={f}: must be between 0 and 1 (null: no limit)")
         if self.skip_limit_min_samples < 1:
             raise ConfigError(f"data.loader.skip_limit_min_samples={self.skip_limit_min_samples}: must be >= 1")
+        if self.worker_timeout_s < 0:
+            raise ConfigError(f"data.loader.worker_timeout_s={self.worker_timeout_s:g}: must be >= 0 (0: wait forever)")
         if self.limits.pack and (self.pad_to_30s or self.compat):
             what = "pad_to_30s=true" if self.pad_to_30s else f"compat={self.compat}"
             raise ConfigError(f"data.loader.limits.pack=true with data.loader.{what}: packing needs clips at their own "

@@ -222,3 +222,15 @@ def test_a_silent_worker_stops_the_run_with_one_line_after_the_timeout():
     assert 2 <= time.monotonic() - t0 < 30
     assert str(e.value) == ("no batch from a loader worker within 2 s (data.loader.worker_timeout_s): the worker "
                             "is stuck; resume with ckpt_path=last")
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("worker_timeout_s", -1.0, "data.loader.worker_timeout_s=-1: must be >= 0 (0: wait forever)"),
+    ("max_skip_fraction", 1.5, "data.loader.max_skip_fraction=1.5: must be between 0 and 1 (null: no limit)"),
+    ("skip_limit_min_samples", 0, "data.loader.skip_limit_min_samples=0: must be >= 1"),
+])
+def test_bad_loader_settings_name_the_key_and_the_rule(field, value, error):
+    from qwen_audio_mt.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        LoaderConfig(**{field: value})
+    assert str(e.value) == error
