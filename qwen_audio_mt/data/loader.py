@@ -18,6 +18,7 @@ skip) reaches the caller with its own one-line message, not the worker's traceba
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import traceback
 from collections import Counter
@@ -42,6 +43,10 @@ from .mixture import Component, MixtureConfig
 from .skips import STUCK_AFTER, SkipCounter
 from .stream import eval_samples, train_samples
 
+# Samples read and decoded ahead of featurising them (`_in_chunks`). Measured on the embedded shards'
+# mixture, one core: decode + log-mel of 4,066 clips took 6.64 s one after the other, 5.67 s 16 at a
+# time. The cost: "skips in a row" (skips.STUCK_AFTER) counts across up to 16 good samples' reads.
+DECODE_AHEAD = 16
 # labels of the wrong type fail inside rendering as TypeError/AttributeError: still the data's fault
 SAMPLE_ERRORS = (*LABEL_ERRORS, TypeError, AttributeError)
 
@@ -122,15 +127,30 @@ class Featurizer:
         if self.augmenter is not None:
             sample = self.augmenter.wave(sample, rng)
         mel, frames, n_audio = log_mel(sample["audio"], self.cfg.n_mels, self.cfg.pad_to_30s, self.cfg.compat)
-        if self.augmenter is not None:
+        if self.augmenter is not None and self.augmenter.cfg.spec_augment:   # off, it would only copy the mel
             mel = self.augmenter.spec(mel, rng)
         ids, mask = self.renderer.render(sample, n_audio=n_audio)
         return Example(str(sample.get("key")), sample["task"], self.renderer.registry.index[sample["task"]],
                        mel, frames, ids, mask, ids.index(self.audio_start) + 1, n_audio, float(sample["duration"]))
 
 
+def _in_chunks(samples: Iterator[dict], size: int) -> Iterator[dict]:
+    """The same samples in the same order, pulled (read, decoded) `size` at a time before any is
+    featurised: each stage's code and tables stay in the core's caches through the chunk."""
+    while chunk := list(itertools.islice(samples, size)):
+        yield from chunk
+
+
+def draw(rng: np.random.Generator, p: np.ndarray) -> int:
+    """`rng.choice(len(p), p=p)`, the same index from the same draw (numpy's own cdf search),
+    without its checks of p: a third of the time, once per training sample."""
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
+
+
 def _examples(samples: Iterator[dict], feat: Featurizer, rng, skipped: SkipCounter) -> Iterator[Example]:
-    for s in samples:
+    for s in _in_chunks(samples, DECODE_AHEAD):
         try:
             ex = feat(s, rng)
         except ConversationTooLong as e:
@@ -193,11 +213,12 @@ class TrainStream(IterableDataset):
         return np.random.SeedSequence([s.seed, s.resumes, s.iteration, self.rank, worker])
 
     def examples(self, worker: int = 0, reader: int = 0, readers: int = 1):
-        """(rng, featurised examples in draw order, skip counter, featurizer) of one worker; the
-        rng also orders the buckets. The draws depend on the seeds only, not on the batching."""
+        """(bucket rng, featurised examples in draw order, skip counter, featurizer) of one worker.
+        The draws depend on the seeds only, not on the batching or on when samples are decoded."""
         seq = self.seeds(worker)
-        # separate streams: turning augmentation on must not change which samples are drawn
-        mix_seq, aug_seq = seq.spawn(2)
+        # separate streams: turning augmentation on, or batching another way, must not change
+        # which samples are drawn
+        mix_seq, aug_seq, bucket_seq = seq.spawn(3)
         rng, aug_rng = np.random.default_rng(mix_seq), np.random.default_rng(aug_seq)
         comp_seeds = [int(x) for x in seq.generate_state(len(self.comps))]
         skipped = SkipCounter(log_first=False, stuck_after=STUCK_AFTER)  # the main process logs (skips.tally)
@@ -205,14 +226,14 @@ class TrainStream(IterableDataset):
 
         def mixed() -> Iterator[dict]:
             while True:
-                i = int(rng.choice(len(self.comps), p=self._probs()))
+                i = draw(rng, self._probs())
                 if i not in streams:
                     streams[i] = train_samples(self.comps[i], comp_seeds[i], reader, readers,
                                                self.cfg.shuffle_buffer, skipped)
                 yield next(streams[i])
 
         feat = Featurizer(self.cfg, self.label_sets, train=True)
-        return rng, _examples(mixed(), feat, aug_rng, skipped), skipped, feat
+        return np.random.default_rng(bucket_seq), _examples(mixed(), feat, aug_rng, skipped), skipped, feat
 
     def __iter__(self) -> Iterator[dict]:
         _setup_worker()
