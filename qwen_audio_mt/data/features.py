@@ -16,9 +16,9 @@ Three ways, by the model's `encoder.compat` (model/encoder.py):
   a clip's numbers depend on the longest clip's length).
 
 The log-mel is openai-whisper's `log_mel_spectrogram` in its numbers (`whisper_log_mel`: at most
-2.4e-7 from it on real clips, tested to 1e-5), computed with less work per clip: the window and
-filters built once, not per call; the power spectrum as re^2 + im^2, not as whisper's complex
-magnitude (a square root) squared again; the log and its floors in place. Measured 1.5-1.6x
+2.4e-7 from it on real clips, tested to 1e-5), computed with less work per clip: the window built
+once, not per call (whisper caches its filters itself); the power spectrum as re^2 + im^2, not as
+whisper's complex magnitude (a square root) squared again; the log and its floors in place. Measured 1.5-1.6x
 whisper's speed on 360 real clips of the embedded shards (one thread, medians of 15 interleaved
 rounds); whisper's had taken 40 % of the training loader's time (py-spy over bench/bench_loader.py).
 """
@@ -32,7 +32,6 @@ from ..audio import (HOP_LENGTH, MAX_AUDIO_POSITIONS, N_FFT, N_FRAMES, N_SAMPLES
                      n_encoder_frames, n_mel_frames, n_pooled_positions)
 
 _WINDOW = torch.hann_window(N_FFT)   # whisper's periodic Hann window, built on every call there
-_FILTERS: dict[int, torch.Tensor] = {}   # n_mels -> whisper's mel filterbank [n_mels, N_FFT // 2 + 1]
 
 # frames of a clip of n samples, as each released front end counts them
 _RELEASED_FRAMES = {"qwen-audio": lambda n: n // HOP_LENGTH, "qwen2-audio": lambda n: -(-n // HOP_LENGTH)}
@@ -64,11 +63,10 @@ def whisper_log_mel(audio: torch.Tensor, n_mels: int) -> torch.Tensor:
     """whisper.log_mel_spectrogram(audio, n_mels) [n_mels, len(audio) // 160] for float32 samples:
     its centred STFT (reflect padding of N_FFT // 2, the last frame dropped), power, mel filters,
     log10 floored at 1e-10 and at the clip's maximum - 8, then (x + 4) / 4."""
-    if n_mels not in _FILTERS:
-        _FILTERS[n_mels] = whisper.audio.mel_filters("cpu", n_mels)
     padded = torch.nn.functional.pad(audio[None], (N_FFT // 2, N_FFT // 2), mode="reflect")[0]
     spec = torch.fft.rfft(padded.unfold(0, N_FFT, HOP_LENGTH)[:-1] * _WINDOW)   # [frames, N_FFT // 2 + 1]
     power = torch.addcmul(spec.real.square(), spec.imag, spec.imag)   # |z|^2 without whisper's sqrt
-    mel = (_FILTERS[n_mels] @ power.T).clamp_(min=1e-10).log10_()
+    filters = whisper.audio.mel_filters("cpu", n_mels)   # lru-cached by whisper
+    mel = (filters @ power.T).clamp_(min=1e-10).log10_()
     mel = torch.maximum(mel, mel.max() - 8.0, out=mel).add_(4.0).mul_(0.25)   # * 0.25 is / 4 exactly
     return mel

@@ -238,7 +238,7 @@ def test_bad_loader_settings_name_the_key_and_the_rule(field, value, error):
 
 def test_mixture_draws_are_numpys_choice():
     """The per-sample task draw takes numpy's choice path by hand: the same tasks from the same
-    seeds, so a run's samples do not move with it (the default's table is reproducible)."""
+    seeds as numpy's choice would draw, one uniform each."""
     for seed in range(5):
         p = np.random.default_rng(seed).random(42) ** 4   # uneven, as mixture weights are
         p /= p.sum()
